@@ -1,0 +1,3 @@
+from datafactory.cli import main
+
+raise SystemExit(main())

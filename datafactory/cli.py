@@ -1,0 +1,162 @@
+"""Command line: parse flags, call the library function of the same name, map errors to exit codes.
+
+Exit codes: 0 done · 1 error (bad config/input, wrong key, disk full) · 2 usage · 130 interrupted
+(Ctrl-C) · 143 terminated (SIGTERM). Everything heavy is imported inside the command functions so
+``--help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from typing import Any
+
+EPILOG = """examples:
+  datafactory augment pipelines/gsm8k_rephrase.yaml --dry-run
+  OPENAI_API_KEY=... datafactory augment pipelines/gsm8k_rephrase.yaml --limit 100
+  datafactory augment pipelines/gsm8k_rephrase.yaml --base-url http://127.0.0.1:8000/v1 --model Qwen2.5-7B-Instruct
+  datafactory validate pipelines/gsm8k_rephrase.yaml
+  datafactory build-info runs/gsm8k_rephrase/data
+  datafactory train-eval pipelines/train_qwen_gsm8k_lora.yaml
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="datafactory",
+        description="Generate synthetic fine-tuning data with LLM APIs (concurrent, rate-limited, cached, "
+                    "resumable), register it for LLaMA-Factory, train and evaluate.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version="datafactory 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    a = sub.add_parser("augment", help="run an augmentation pipeline (resumable: rerun the same command)",
+                       description="Send every input row through the pipeline's prompt to the model, validate "
+                                   "the JSON replies and write the dataset into the run directory. A rerun or "
+                                   "resume never pays twice for a request whose response was stored.")
+    a.add_argument("pipeline", help="pipeline YAML (see pipelines/)")
+    a.add_argument("--input", help="input file (.jsonl/.json/.csv/.parquet) or datasets hub id; overrides input.path")
+    a.add_argument("--output", metavar="RUN_DIR", help="run directory (default: runs/<pipeline name>)")
+    a.add_argument("--limit", type=int, help="process only the first N input rows")
+    a.add_argument("--concurrency", type=int, help="requests in flight at once")
+    a.add_argument("--rpm", type=float, help="requests per minute limit")
+    a.add_argument("--tpm", type=float, help="tokens per minute limit")
+    a.add_argument("--provider", help="provider kind: openai (any OpenAI-compatible server) or zhipuai")
+    a.add_argument("--model", help="model name")
+    a.add_argument("--base-url", help="API base URL, e.g. http://127.0.0.1:8000/v1 for a local vLLM/Ollama")
+    a.add_argument("--dry-run", action="store_true",
+                   help="render a few prompts, count rows, estimate tokens and cost; send nothing")
+    a.add_argument("--quiet", action="store_true", help="no progress display")
+
+    v = sub.add_parser("validate", help="check a pipeline YAML without running it")
+    v.add_argument("pipeline")
+
+    b = sub.add_parser("build-info", help="write/merge LLaMA-Factory dataset_info.json for the datasets in DIR")
+    b.add_argument("dir", help="directory to scan for .jsonl/.json/.parquet/.csv files and save_to_disk dirs")
+    b.add_argument("--output", help="dataset_info.json path (default: DIR/dataset_info.json)")
+    b.add_argument("--name-prefix", default="", help="prefix for the dataset names")
+    b.add_argument("--force", action="store_true", help="replace entries whose name clashes")
+
+    t = sub.add_parser("train-eval", help="LLaMA-Factory training + lm-eval GSM8K, base vs tuned (needs [train])")
+    t.add_argument("recipe", help="recipe YAML (see pipelines/train_*.yaml)")
+    t.add_argument("--stages", help="comma-separated subset of train,select,merge,eval,report")
+    t.add_argument("--limit", type=int, help="evaluate only the first N GSM8K test rows (quick check)")
+    t.add_argument("--output", help="run directory (overrides the recipe's output_dir)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from datafactory.errors import UserError
+
+    try:
+        return int(COMMANDS[args.command](args, argv))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _augment(args: argparse.Namespace, argv: list[str]) -> int:
+    from datafactory.config.pipeline import load_pipeline
+
+    overrides = {"input": args.input, "output": args.output, "limit": args.limit,
+                 "concurrency": args.concurrency, "rpm": args.rpm, "tpm": args.tpm, "provider": args.provider,
+                 "model": args.model, "base_url": args.base_url}
+    pipe = load_pipeline(args.pipeline, **overrides)
+    if args.dry_run:
+        return _print_plan(pipe)
+    from datafactory.engine.augment import augment
+
+    stats = augment(pipe, quiet=args.quiet)
+    s = stats.to_json()
+    print(f"run dir: {pipe.output.dir}")
+    print(f"written: {s['written']}  rejected: {s['rejected_total']} {s['rejected'] or ''}  "
+          f"requests: {s['requests_sent']}  cache hits: {s['cache_hits']}  retries: {s['retries']}  "
+          f"429s: {s['rate_limited_429']}  elapsed: {s['elapsed_s']}s")
+    if s["estimated_cost_usd"] is not None:
+        print(f"estimated cost: ${s['estimated_cost_usd']:.4f}")
+    print(f"dataset: {pipe.output.dir}/data/{pipe.output.name}.jsonl "
+          f"({s['run_totals']['written']} rows in total)")
+    if stats.interrupted:
+        resume = list(argv) if "--output" in argv else [*argv, "--output", pipe.output.dir]
+        print(f"\nStopped early; everything finished so far is saved in {pipe.output.dir}.\n"
+              f"Resume with:  datafactory {shlex.join(resume)}", file=sys.stderr)
+        return 143 if stats.stop_signal == signal.SIGTERM else 130
+    return 0
+
+
+def _print_plan(pipe: Any) -> int:
+    from datafactory.engine.augment import plan
+
+    result = plan(pipe)
+    print(f"pipeline {pipe.name}: model {pipe.provider.model} ({pipe.provider.kind}), input {pipe.input.path}")
+    for i, messages in enumerate(result.sample_prompts, 1):
+        print(f"\n--- prompt {i} ---")
+        for m in messages:
+            print(f"[{m['role']}]\n{m['content']}")
+    print(f"\nrows: {result.rows} (+{result.bad_rows} unusable)  requests: {result.requests}")
+    print(f"estimated tokens: {result.prompt_tokens} prompt + {result.completion_tokens} completion (≈4 chars/token)")
+    if result.cost_usd is None:
+        print(f"estimated cost: unknown (no price for '{pipe.provider.model}'; set pricing.input_per_1m/output_per_1m)")
+    else:
+        print(f"estimated cost: ${result.cost_usd:.4f} (upper bound: completions at max_tokens)")
+    print("dry run: nothing was sent")
+    return 0
+
+
+def _validate(args: argparse.Namespace, argv: list[str]) -> int:
+    from datafactory.config.pipeline import load_pipeline
+
+    pipe = load_pipeline(args.pipeline)
+    print(f"ok: {args.pipeline} (pipeline '{pipe.name}', {pipe.provider.kind}:{pipe.provider.model}, "
+          f"input {pipe.input.path}, output {pipe.output.dir})")
+    return 0
+
+
+def _build_info(args: argparse.Namespace, argv: list[str]) -> int:
+    from datafactory.formats.dataset_info import build_info, format_result
+
+    result = build_info(args.dir, output=args.output, name_prefix=args.name_prefix, force=args.force)
+    print(format_result(result))
+    return 0
+
+
+def _train_eval(args: argparse.Namespace, argv: list[str]) -> int:
+    from datafactory.train.pipeline import train_eval
+
+    stages = args.stages.split(",") if args.stages else None
+    train_eval(args.recipe, stages=stages, limit=args.limit, output=args.output)
+    return 0
+
+
+COMMANDS = {"augment": _augment, "validate": _validate, "build-info": _build_info, "train-eval": _train_eval}

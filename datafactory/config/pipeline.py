@@ -1,0 +1,302 @@
+"""The pipeline config: YAML → validated, resolved dataclasses (no secrets, ever).
+
+Relative paths for input, prompt template and schema are resolved against the pipeline file's
+directory (so a pipeline works from any working directory); the output run dir is resolved
+against the working directory, where users expect ``runs/`` to appear.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datafactory import constants as C
+from datafactory.config.prompt import PromptTemplate, load_template
+from datafactory.config.spec import Key, check_section, non_negative, positive
+from datafactory.config.suggest import closest
+from datafactory.config.yamlio import Located, load_yaml
+from datafactory.errors import ConfigError
+
+PROVIDER_KINDS = ("openai", "zhipuai")
+TRANSPORTS = ("http", "sdk")
+OUTPUT_FORMATS = ("alpaca", "jsonl")
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
+# generation params we pass through; anything else is a typo until proven otherwise
+GEN_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "seed", "stop",
+              "presence_penalty", "frequency_penalty", "response_format", "extra_body", "logit_bias",
+              "reasoning_effort")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    path: str
+    format: str | None = None
+    split: str = "train"
+    subset: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    kind: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    transport: str = "http"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    concurrency: int = C.DEFAULT_CONCURRENCY
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout_s: float = C.DEFAULT_TIMEOUT_S
+    max_attempts: int = C.DEFAULT_MAX_ATTEMPTS
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str
+    name: str
+    format: str = "alpaca"
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    reask: int = 1
+
+
+@dataclass(frozen=True)
+class PricingConfig:
+    input_per_1m: float | None = None
+    output_per_1m: float | None = None
+    expected_output_tokens: int = C.DEFAULT_EXPECTED_OUTPUT_TOKENS
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline. ``source`` is the YAML file it came from (for messages)."""
+
+    name: str
+    source: str
+    input: InputConfig
+    prompt: PromptTemplate
+    schema: dict[str, Any]
+    schema_path: str
+    provider: ProviderConfig
+    limits: LimitsConfig
+    output: OutputConfig
+    quality: QualityConfig
+    pricing: PricingConfig
+
+    def with_overrides(self, **overrides: Any) -> Pipeline:
+        """Apply CLI-style overrides (``input``, ``output``, ``limit``, ``concurrency``, ``rpm``, ``tpm``,
+        ``provider``, ``model``, ``base_url``); None means 'keep the YAML value'."""
+        return apply_overrides(self, overrides)
+
+    def resolved(self) -> dict[str, Any]:
+        """What actually runs, as plain data (for config.resolved.yaml). Holds no secrets: only the
+        *name* of the key's environment variable."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "input": dataclasses.asdict(self.input),
+            "prompt": {"path": self.prompt.path, "system": self.prompt.system, "user": self.prompt.user},
+            "schema": self.schema_path,
+            "provider": dataclasses.asdict(self.provider),
+            "limits": dataclasses.asdict(self.limits),
+            "output": dataclasses.asdict(self.output),
+            "quality": dataclasses.asdict(self.quality),
+            "pricing": dataclasses.asdict(self.pricing),
+        }
+
+
+TOP_KEYS = {
+    "name": Key(str, None, doc="run name; default: the file name"),
+    "input": Key(dict), "prompt": Key(dict), "schema": Key(str), "provider": Key(dict),
+    "limits": Key(dict, None), "output": Key(dict, None), "quality": Key(dict, None),
+    "pricing": Key(dict, None),
+}
+INPUT_KEYS = {
+    "path": Key(str, doc="local .jsonl/.json/.csv/.parquet file, or a datasets hub id"),
+    "format": Key((str, type(None)), None, choices=("jsonl", "json", "csv", "parquet", None)),
+    "split": Key(str, "train"), "subset": Key((str, type(None)), None),
+    "fields": Key(dict, None, doc="template variable -> input column"),
+    "limit": Key((int, type(None)), None, check=positive),
+}
+PROMPT_KEYS = {"template": Key(str)}
+PROVIDER_KEYS = {
+    "kind": Key(str, "openai", choices=PROVIDER_KINDS), "model": Key(str),
+    "base_url": Key((str, type(None)), None), "api_key_env": Key((str, type(None)), None),
+    "transport": Key(str, "http", choices=TRANSPORTS), "params": Key(dict, None),
+}
+LIMIT_KEYS = {
+    "concurrency": Key(int, C.DEFAULT_CONCURRENCY, check=positive),
+    "rpm": Key((float, type(None)), None, check=positive), "tpm": Key((float, type(None)), None, check=positive),
+    "timeout_s": Key(float, C.DEFAULT_TIMEOUT_S, check=positive),
+    "max_attempts": Key(int, C.DEFAULT_MAX_ATTEMPTS, check=positive),
+}
+OUTPUT_KEYS = {
+    "dir": Key((str, type(None)), None), "name": Key((str, type(None)), None),
+    "format": Key(str, "alpaca", choices=OUTPUT_FORMATS), "columns": Key(dict, None),
+}
+QUALITY_KEYS = {"reask": Key(int, 1, check=non_negative)}
+PRICING_KEYS = {
+    "input_per_1m": Key((float, type(None)), None, check=non_negative),
+    "output_per_1m": Key((float, type(None)), None, check=non_negative),
+    "expected_output_tokens": Key(int, C.DEFAULT_EXPECTED_OUTPUT_TOKENS, check=positive),
+}
+REQUIRED_COLUMNS = {"alpaca": ("instruction", "output")}
+
+
+def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
+    """Read and validate a pipeline YAML; raise ConfigError naming file, line and key on any problem."""
+    loc = load_yaml(path)
+    base = Path(loc.file).resolve().parent
+    top = check_section(loc, loc.data, "", TOP_KEYS)
+    name = top["name"] or Path(loc.file).stem
+
+    inp = check_section(loc, top["input"], "input", INPUT_KEYS)
+    fields = _str_map(loc, inp["fields"] or {}, "input.fields")
+    in_path = _resolve_input(inp["path"], base)
+    input_cfg = InputConfig(path=in_path, format=inp["format"], split=inp["split"], subset=inp["subset"],
+                            fields=fields, limit=inp["limit"])
+
+    pr = check_section(loc, top["prompt"], "prompt", PROMPT_KEYS)
+    template = load_template(_must_exist(loc, "prompt.template", pr["template"], base))
+    _check_placeholders(loc, template, fields)
+
+    schema_path = _must_exist(loc, "schema", top["schema"], base)
+    schema = _load_schema(loc, schema_path)
+
+    pv = check_section(loc, top["provider"], "provider", PROVIDER_KEYS)
+    params = pv["params"] or {}
+    for key in params:
+        if key not in GEN_PARAMS:
+            raise loc.error(f"provider.params.{key}", "unknown generation parameter",
+                            suggestion=closest(key, GEN_PARAMS))
+    if "n" in params and (not isinstance(params["n"], int) or params["n"] < 1):
+        raise loc.error("provider.params.n", "must be an integer ≥ 1")
+    provider = ProviderConfig(kind=pv["kind"], model=pv["model"], base_url=pv["base_url"],
+                              api_key_env=pv["api_key_env"] or DEFAULT_KEY_ENV[pv["kind"]],
+                              transport=pv["transport"], params=params)
+
+    lm = check_section(loc, top["limits"], "limits", LIMIT_KEYS)
+    limits = LimitsConfig(**lm)
+    out = check_section(loc, top["output"], "output", OUTPUT_KEYS)
+    columns = _str_map(loc, out["columns"] or {}, "output.columns")
+    for col in REQUIRED_COLUMNS.get(out["format"], ()):
+        if col not in columns:
+            raise loc.error("output.columns", f"format '{out['format']}' needs a column '{col}'")
+    _check_columns(loc, columns, schema, fields)
+    output = OutputConfig(dir=out["dir"] or str(Path(C.DEFAULT_RUNS_DIR) / name), name=out["name"] or name,
+                          format=out["format"], columns=columns)
+    quality = QualityConfig(**check_section(loc, top["quality"], "quality", QUALITY_KEYS))
+    pricing = PricingConfig(**check_section(loc, top["pricing"], "pricing", PRICING_KEYS))
+    pipe = Pipeline(name=name, source=loc.file, input=input_cfg, prompt=template, schema=schema,
+                    schema_path=schema_path, provider=provider, limits=limits, output=output,
+                    quality=quality, pricing=pricing)
+    return apply_overrides(pipe, overrides) if overrides else pipe
+
+
+def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
+    known = {"input", "output", "limit", "concurrency", "rpm", "tpm", "provider", "model", "base_url",
+             "timeout_s", "max_attempts"}
+    for key in overrides:
+        if key not in known:
+            raise ConfigError(f"unknown override '{key}'", suggestion=closest(key, known))
+    ov = {k: v for k, v in overrides.items() if v is not None}
+    for key in ("limit", "concurrency", "max_attempts"):
+        if key in ov and (not isinstance(ov[key], int) or ov[key] < 1):
+            raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer, got {ov[key]!r}")
+    for key in ("rpm", "tpm", "timeout_s"):
+        if key in ov and ov[key] <= 0:
+            raise ConfigError(f"--{key.replace('_', '-')} must be greater than 0, got {ov[key]!r}")
+    inp = pipe.input
+    if "input" in ov:
+        inp = dataclasses.replace(inp, path=str(ov["input"]), format=None)
+    if "limit" in ov:
+        inp = dataclasses.replace(inp, limit=ov["limit"])
+    prov = pipe.provider
+    if "provider" in ov:
+        kind = ov["provider"]
+        if kind not in PROVIDER_KINDS:
+            raise ConfigError(f"unknown provider '{kind}' (choices: {', '.join(PROVIDER_KINDS)})",
+                              suggestion=closest(kind, PROVIDER_KINDS))
+        key_env = prov.api_key_env if prov.kind == kind else DEFAULT_KEY_ENV[kind]
+        prov = dataclasses.replace(prov, kind=kind, api_key_env=key_env)
+    if "model" in ov:
+        prov = dataclasses.replace(prov, model=ov["model"])
+    if "base_url" in ov:
+        prov = dataclasses.replace(prov, base_url=ov["base_url"])
+    limits = dataclasses.replace(pipe.limits, **{k: ov[k] for k in
+                                                 ("concurrency", "rpm", "tpm", "timeout_s", "max_attempts")
+                                                 if k in ov})
+    output = pipe.output
+    if "output" in ov:
+        output = dataclasses.replace(output, dir=str(ov["output"]))
+    return dataclasses.replace(pipe, input=inp, provider=prov, limits=limits, output=output)
+
+
+def _str_map(loc: Located, value: dict[str, Any], path: str) -> dict[str, str]:
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise loc.error(f"{path}.{k}", f"expected a string, got {v!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _resolve_input(value: str, base: Path) -> str:
+    candidate = (base / value) if not Path(value).is_absolute() else Path(value)
+    # a path that exists locally (or looks like a file) is local; anything else is a hub id
+    if candidate.exists() or Path(value).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet", ".ndjson"):
+        return str(candidate)
+    return value
+
+
+def _must_exist(loc: Located, key: str, value: str, base: Path) -> str:
+    p = Path(value) if Path(value).is_absolute() else base / value
+    if not p.is_file():
+        raise loc.error(key, f"file not found: {p}")
+    return str(p)
+
+
+def _load_schema(loc: Located, path: str) -> dict[str, Any]:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise loc.error("schema", f"{path} is not valid JSON: {exc}") from None
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise loc.error("schema", f"{path} is not a valid JSON Schema: {exc.message}") from None
+    return dict(schema)
+
+
+def _check_placeholders(loc: Located, template: PromptTemplate, fields: dict[str, str]) -> None:
+    for var in template.variables:
+        if var not in fields:
+            raise loc.error("input.fields", f"prompt template {template.path} uses {{{{ {var} }}}} but "
+                            f"input.fields does not map it", suggestion=closest(var, fields))
+
+
+def _check_columns(loc: Located, columns: dict[str, str], schema: dict[str, Any],
+                   fields: dict[str, str]) -> None:
+    props = set((schema.get("properties") or {}).keys())
+    for col, ref in columns.items():
+        if ref.startswith("source."):
+            name = ref[len("source."):]
+            if name not in fields:
+                raise loc.error(f"output.columns.{col}", f"'{ref}' is not a mapped input field",
+                                suggestion=closest(name, fields))
+        elif props and ref not in props:
+            raise loc.error(f"output.columns.{col}", f"'{ref}' is not a property of the output schema",
+                            suggestion=closest(ref, props))

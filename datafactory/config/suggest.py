@@ -1,0 +1,12 @@
+"""Did-you-mean suggestions for unknown keys and registry names."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The closest valid spelling of ``name`` among ``choices``, or None when nothing is close."""
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None

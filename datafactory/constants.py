@@ -1,0 +1,32 @@
+"""Defaults and file names, in one place."""
+
+from __future__ import annotations
+
+# ---- run directory layout
+RESOLVED_CONFIG = "config.resolved.yaml"
+CACHE_DB = "cache.sqlite"
+DATA_DIR = "data"
+REJECTS_FILE = "rejects.jsonl"
+STATS_FILE = "stats.json"
+LOCK_FILE = ".lock"
+DATASET_INFO = "dataset_info.json"
+DEFAULT_RUNS_DIR = "runs"
+
+# ---- limits and retry
+DEFAULT_CONCURRENCY = 32
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MAX_ATTEMPTS = 6
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 60.0
+RETRY_AFTER_CAP_S = 300.0
+# a 429 without Retry-After pauses every worker for this long (then exponential backoff per worker)
+DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
+# spread the restart after a global pause so workers do not all fire in the same millisecond
+RESUME_JITTER_S = 0.25
+
+# ---- estimation
+CHARS_PER_TOKEN = 4.0
+DEFAULT_EXPECTED_OUTPUT_TOKENS = 400
+
+# ---- progress
+PLAIN_PROGRESS_INTERVAL_S = 10.0

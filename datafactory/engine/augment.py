@@ -1,0 +1,181 @@
+"""``augment``: the library function behind ``datafactory augment`` (the CLI only parses flags)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datafactory.config.pipeline import Pipeline, load_pipeline
+from datafactory.engine.cache import Cache
+from datafactory.engine.process import RowProcessor
+from datafactory.engine.progress import NoProgress, Progress, auto_progress
+from datafactory.engine.ratelimit import Limits
+from datafactory.engine.requester import Requester, estimate_tokens
+from datafactory.engine.scheduler import Scheduler
+from datafactory.engine.stats import Stats
+from datafactory.errors import InputError
+from datafactory.io.readers import BadRow, detect_format, iter_rows
+from datafactory.io.rundir import RunDir
+from datafactory.providers.pricing import cost
+from datafactory.providers.registry import api_key_for, create_provider
+from datafactory.record import content_hash
+from datafactory.secrets import register_secret
+
+
+def _as_pipeline(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> Pipeline:
+    if isinstance(pipeline, Pipeline):
+        return pipeline.with_overrides(**overrides) if overrides else pipeline
+    return load_pipeline(pipeline, **overrides)
+
+
+def fingerprint(pipe: Pipeline) -> str:
+    """Everything that changes what a finished row looks like. Rows finished under another
+    fingerprint are redone (their requests may still come from the cache)."""
+    return content_hash({"provider": pipe.provider.kind, "model": pipe.provider.model,
+                         "params": pipe.provider.params, "template": pipe.prompt.fingerprint,
+                         "schema": pipe.schema, "fields": pipe.input.fields,
+                         "output": [pipe.output.format, pipe.output.columns], "reask": pipe.quality.reask})
+
+
+def count_rows(pipe: Pipeline) -> int | None:
+    """Cheap row count for the progress bar (None when it would need a full parse)."""
+    inp = pipe.input
+    fmt = inp.format or detect_format(inp.path)
+    path = Path(inp.path)
+    n: int | None = None
+    if fmt == "jsonl" and path.is_file():
+        n = 0
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                n += chunk.count(b"\n")
+            # a last line without a newline still counts
+        if path.stat().st_size and not _ends_with_newline(path):
+            n += 1
+    elif fmt == "parquet" and path.is_file():
+        import pyarrow.parquet as pq
+
+        with contextlib.suppress(Exception):
+            n = pq.ParquetFile(path).metadata.num_rows
+    if n is not None and inp.limit is not None:
+        n = min(n, inp.limit)
+    return n if n is not None else inp.limit
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, 2)
+        return fh.read(1) == b"\n"
+
+
+def _preflight_input(pipe: Pipeline) -> None:
+    """Fail before any request when the input cannot be opened at all."""
+    inp = pipe.input
+    rows = iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset)
+    try:
+        first = next(rows, None)
+    finally:
+        with contextlib.suppress(Exception):
+            rows.close()  # type: ignore[attr-defined]
+    if first is None:
+        raise InputError("input has no rows", file=inp.path)
+
+
+def augment(pipeline: Pipeline | str | Path, *, progress: Progress | None = None, quiet: bool = True,
+            **overrides: Any) -> Stats:
+    """Run a pipeline: every input row ends in ``data/`` or ``rejects.jsonl`` of the run dir.
+
+    Rerunning (or resuming after a crash or Ctrl-C) sends no request whose response is already stored.
+    Returns the run's ``Stats`` (also written to ``stats.json``); ``stats.interrupted`` is True when a
+    signal stopped it early. ``overrides`` are the CLI flags: input, output, limit, concurrency, rpm, tpm,
+    provider, model, base_url.
+    """
+    pipe = _as_pipeline(pipeline, overrides)
+    key = api_key_for(pipe.provider)
+    register_secret(key)
+    _preflight_input(pipe)
+    return asyncio.run(_run(pipe, key, progress or (NoProgress() if quiet else auto_progress())))
+
+
+async def _run(pipe: Pipeline, api_key: str, progress: Progress) -> Stats:
+    run = RunDir(pipe.output.dir)
+    run.acquire()
+    stats = Stats(rows_total=count_rows(pipe))
+    cache: Cache | None = None
+    provider = None
+    try:
+        run.write_resolved_config(pipe.resolved())
+        cache = Cache(run.cache)
+        fp = fingerprint(pipe)
+        limits = Limits(pipe.limits.rpm, pipe.limits.tpm)
+        provider = create_provider(pipe.provider, api_key=api_key, timeout_s=pipe.limits.timeout_s,
+                                   concurrency=pipe.limits.concurrency)
+        requester = Requester(pipe, provider, cache, limits, stats)
+        sched = Scheduler(pipe, RowProcessor(pipe, requester), cache, stats, progress, fp)
+        progress.start(stats)
+        try:
+            await sched.run()
+        finally:
+            stats.finished = time.monotonic()
+            stats.stop_signal = sched.stop_signal
+            _finalize(run, cache, pipe, fp, stats)
+            progress.stop(stats)
+        return stats
+    finally:
+        if provider is not None:
+            await provider.aclose()
+        if cache is not None:
+            cache.close()
+        run.release()
+
+
+def _finalize(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, stats: Stats) -> None:
+    """Export data + rejects from the commit log (atomically), then stats.json."""
+    run.export_jsonl(run.data_file(pipe.output.name), cache.iter_outcomes(fp, ok=True))
+    run.export_jsonl(run.rejects, cache.iter_outcomes(fp, ok=False))
+    stats.total_written, stats.total_rejected = cache.totals(fp)
+    run.write_stats(stats.to_json())
+
+
+# ---------------------------------------------------------------------------- dry run
+@dataclass
+class Plan:
+    """What ``--dry-run`` reports: nothing is sent."""
+
+    rows: int
+    bad_rows: int
+    sample_prompts: list[list[dict[str, str]]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    cost_usd: float | None = None
+    model: str = ""
+
+
+def plan(pipeline: Pipeline | str | Path, *, show: int = 3, **overrides: Any) -> Plan:
+    """Render a few prompts, count rows, estimate tokens and cost. Needs no API key; sends nothing."""
+    pipe = _as_pipeline(pipeline, overrides)
+    inp = pipe.input
+    params = pipe.provider.params
+    per_out = int(params.get("max_tokens") or params.get("max_completion_tokens")
+                  or pipe.pricing.expected_output_tokens)
+    n_samples = int(params.get("n", 1))
+    result = Plan(rows=0, bad_rows=0, model=pipe.provider.model)
+    for _, row in iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset):
+        if inp.limit is not None and result.rows + result.bad_rows >= inp.limit:
+            break
+        if isinstance(row, BadRow) or any(row.get(c) in (None, "") for c in inp.fields.values()):
+            result.bad_rows += 1
+            continue
+        result.rows += 1
+        messages = pipe.prompt.render({v: row[c] for v, c in inp.fields.items()})
+        if len(result.sample_prompts) < show:
+            result.sample_prompts.append(messages)
+        result.prompt_tokens += estimate_tokens(messages)
+        result.completion_tokens += per_out * n_samples
+    result.requests = result.rows
+    result.cost_usd = cost(pipe.provider.model, pipe.pricing, result.prompt_tokens, result.completion_tokens)
+    return result

@@ -1,0 +1,109 @@
+"""The run's SQLite database: request cache + commit log of finished rows.
+
+* ``responses``: every response is stored (and committed) the moment it arrives, keyed by a hash of
+  provider, model, messages, params, template and schema — so a rerun or a resume after ``kill -9``
+  never pays for the same request twice.
+* ``outcomes``: one row per finished sample (written or rejected), keyed by the pipeline fingerprint
+  and the input row's key. A resume skips rows that have an outcome; the data files are exported
+  from here, in input order, so they are always complete and never hold a row twice.
+
+WAL mode with ``synchronous=NORMAL``: a commit survives a process crash (what kill -9 does) without
+an fsync per request; only a power loss could drop the last few responses (they would be re-asked).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datafactory.errors import DiskWriteError
+
+SQLITE_FULL = 13
+SQLITE_IOERR = 10
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY, request BLOB NOT NULL, response BLOB NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    fingerprint TEXT NOT NULL, row_key TEXT NOT NULL, sample INTEGER NOT NULL, seq INTEGER NOT NULL,
+    ok INTEGER NOT NULL, reason TEXT, payload BLOB NOT NULL,
+    PRIMARY KEY (fingerprint, row_key, sample)
+);
+CREATE INDEX IF NOT EXISTS outcomes_order ON outcomes (fingerprint, ok, seq, sample);
+"""
+
+
+def _disk_error(exc: sqlite3.Error, path: Path) -> Exception:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (SQLITE_FULL, SQLITE_IOERR):
+        return DiskWriteError(f"cannot write {path}: disk full or I/O error ({exc})")
+    return exc
+
+
+class Cache:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---------------------------------------------------------------- responses
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def put(self, key: str, request: dict[str, Any], response: dict[str, Any]) -> None:
+        import time
+
+        try:
+            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
+                             (key, orjson.dumps(request), orjson.dumps(response), time.time()))
+        except sqlite3.Error as exc:
+            raise _disk_error(exc, self.path) from None
+
+    def requests(self) -> Iterator[dict[str, Any]]:
+        """Every stored request (for audits and tests: what has been paid for)."""
+        for (blob,) in self._db.execute("SELECT request FROM responses"):
+            yield orjson.loads(blob)
+
+    # ---------------------------------------------------------------- outcomes
+    def is_done(self, fingerprint: str, row_key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM outcomes WHERE fingerprint = ? AND row_key = ? LIMIT 1",
+                                (fingerprint, row_key)).fetchone() is not None
+
+    def commit_row(self, fingerprint: str, row_key: str, seq: int,
+                   samples: list[tuple[bool, str | None, dict[str, Any]]]) -> None:
+        """Record every sample of one input row in one transaction: all or nothing."""
+        rows = [(fingerprint, row_key, i, seq, int(ok), reason, orjson.dumps(payload))
+                for i, (ok, reason, payload) in enumerate(samples)]
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise _disk_error(exc, self.path) from None
+
+    def iter_outcomes(self, fingerprint: str, ok: bool) -> Iterator[bytes]:
+        cur = self._db.execute("SELECT payload FROM outcomes WHERE fingerprint = ? AND ok = ? "
+                               "ORDER BY seq, sample", (fingerprint, int(ok)))
+        for (blob,) in cur:
+            yield blob
+
+    def totals(self, fingerprint: str) -> tuple[int, dict[str, int]]:
+        written = self._db.execute("SELECT COUNT(*) FROM outcomes WHERE fingerprint = ? AND ok = 1",
+                                   (fingerprint,)).fetchone()[0]
+        rejected = dict(self._db.execute(
+            "SELECT reason, COUNT(*) FROM outcomes WHERE fingerprint = ? AND ok = 0 GROUP BY reason ORDER BY reason",
+            (fingerprint,)).fetchall())
+        return int(written), {str(k): int(v) for k, v in rejected.items()}

@@ -1,0 +1,109 @@
+"""One request, the way every request goes: cache → limits → provider → retry → cache.
+
+The response is stored in the cache the moment it arrives (before it is parsed), so a crash right
+after can never cost a second payment for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from datafactory import constants as C
+from datafactory.config.pipeline import Pipeline
+from datafactory.engine.cache import Cache
+from datafactory.engine.ratelimit import Limits
+from datafactory.engine.retry import with_retries
+from datafactory.engine.stats import Stats
+from datafactory.errors import ProviderError, RateLimited
+from datafactory.providers.base import Completion, Provider
+from datafactory.providers.pricing import cost
+from datafactory.providers.status import parse_reset
+from datafactory.record import content_hash
+
+
+class RequestFailed(Exception):
+    """A request that ended in an error; carries the provider error and how many attempts it took."""
+
+    def __init__(self, error: ProviderError, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+
+@dataclass(slots=True)
+class Answer:
+    completion: Completion
+    attempts: int
+    cached: bool
+
+
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    return int(sum(len(m["content"]) for m in messages) / C.CHARS_PER_TOKEN) + 4 * len(messages)
+
+
+class Requester:
+    def __init__(self, pipe: Pipeline, provider: Provider, cache: Cache, limits: Limits, stats: Stats) -> None:
+        self.pipe, self.provider, self.cache, self.limits, self.stats = pipe, provider, cache, limits, stats
+        self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,
+                        "template": pipe.prompt.fingerprint, "schema": content_hash(pipe.schema)}
+        params = pipe.provider.params
+        self._expected_out = int(params.get("max_tokens") or params.get("max_completion_tokens")
+                                 or pipe.pricing.expected_output_tokens) * int(params.get("n", 1))
+
+    def cache_key(self, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
+        return content_hash({**self._static, "messages": messages, "params": params})
+
+    async def ask(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Answer:
+        key = self.cache_key(messages, params)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return Answer(Completion.from_json(hit), 0, True)
+        est = estimate_tokens(messages) + self._expected_out
+        attempts = 0
+
+        async def call() -> Completion:
+            nonlocal attempts
+            attempts += 1
+            await self.limits.before_request(est)
+            self.stats.requests_sent += 1
+            try:
+                return await self.provider.complete(self.pipe.provider.model, messages, params)
+            except RateLimited:
+                self.stats.rate_limited += 1
+                raise
+
+        try:
+            comp = await with_retries(call, max_attempts=self.pipe.limits.max_attempts,
+                                      gate=self.limits.gate, stats=self.stats)
+        except ProviderError as exc:
+            self.stats.failed_requests += 1
+            raise RequestFailed(exc, attempts) from None
+        self.cache.put(key, {"model": self.pipe.provider.model, "messages": messages, "params": params},
+                       comp.to_json())
+        self._account(comp, est)
+        return Answer(comp, attempts, False)
+
+    def _account(self, comp: Completion, est: int) -> None:
+        s = self.stats
+        s.prompt_tokens += comp.prompt_tokens
+        s.completion_tokens += comp.completion_tokens
+        s.add_cost(cost(self.pipe.provider.model, self.pipe.pricing, comp.prompt_tokens, comp.completion_tokens))
+        self.limits.after_response(est, comp.prompt_tokens + comp.completion_tokens)
+        self._observe_headers(comp.headers)
+
+    def _observe_headers(self, headers: dict[str, str]) -> None:
+        """When the provider says a limit is used up, pause everyone until its reset."""
+        for kind in ("requests", "tokens"):
+            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+            if remaining is None:
+                continue
+            try:
+                left = float(remaining)
+            except ValueError:
+                continue
+            if left <= 0:
+                reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+                self.limits.gate.pause(min(reset if reset is not None else C.DEFAULT_RATE_LIMIT_PAUSE_S,
+                                           C.RETRY_AFTER_CAP_S))

@@ -1,0 +1,53 @@
+"""Providers by name. Adding one = one entry here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from datafactory.config.pipeline import ProviderConfig
+from datafactory.config.suggest import closest
+from datafactory.errors import MissingApiKey, UnknownName
+from datafactory.providers.base import Provider
+
+
+def _openai(cfg: ProviderConfig, **kw: Any) -> Provider:
+    if cfg.transport == "sdk":
+        from datafactory.providers.openai_sdk import OpenAISDKProvider
+
+        return OpenAISDKProvider(base_url=cfg.base_url, **kw)
+    from datafactory.providers.openai_http import OpenAIHTTPProvider
+
+    return OpenAIHTTPProvider(base_url=cfg.base_url, **kw)
+
+
+def _zhipu(cfg: ProviderConfig, **kw: Any) -> Provider:
+    from datafactory.providers.zhipu import ZhipuProvider
+
+    return ZhipuProvider(base_url=cfg.base_url, **kw)
+
+
+REGISTRY: dict[str, Callable[..., Provider]] = {"openai": _openai, "zhipuai": _zhipu}
+
+
+def api_key_for(cfg: ProviderConfig) -> str:
+    """The API key from the environment variable the config names, or a MissingApiKey that says
+    what to set (the key itself never enters the config, logs or run dir)."""
+    key = os.environ.get(cfg.api_key_env, "").strip()
+    if key:
+        return key
+    local = " For a local vLLM/Ollama server pass --base-url http://127.0.0.1:8000/v1 and set the variable " \
+            "to any value (e.g. EMPTY)." if cfg.kind == "openai" else ""
+    raise MissingApiKey(
+        f"no API key: set the environment variable {cfg.api_key_env} (provider '{cfg.kind}').{local} "
+        f"To check the pipeline without calling the API, use --dry-run.")
+
+
+def create_provider(cfg: ProviderConfig, *, api_key: str, timeout_s: float, concurrency: int) -> Provider:
+    try:
+        factory = REGISTRY[cfg.kind]
+    except KeyError:
+        raise UnknownName(f"unknown provider '{cfg.kind}' (choices: {', '.join(sorted(REGISTRY))})"
+                          + (f" — did you mean '{s}'?" if (s := closest(cfg.kind, REGISTRY)) else "")) from None
+    return factory(cfg, api_key=api_key, timeout_s=timeout_s, concurrency=concurrency)
