@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datafactory.config.pipeline import Pipeline
-from datafactory.engine.requester import RequestFailed, Requester
+from datafactory.engine.requester import Requester, RequestFailed
 from datafactory.errors import (
     AuthenticationFailed,
     BadResponse,
@@ -63,8 +63,8 @@ class RowProcessor:
         for var, col in self.pipe.input.fields.items():
             value = task.row.get(col)
             if value is None or value == "":
-                return [reject(task.key, "input", "missing_field",
-                               last_error=f"{task.where}: input column '{col}' (for {{{{ {var} }}}}) is missing or empty")]
+                problem = f"{task.where}: input column '{col}' (for {{{{ {var} }}}}) is missing or empty"
+                return [reject(task.key, "input", "missing_field", last_error=problem)]
             source[var] = value
         messages = self.pipe.prompt.render(source)
         try:

@@ -21,7 +21,7 @@ def _pick(ref: str, obj: dict[str, Any], source: dict[str, Any]) -> Any:
 def alpaca(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str) -> dict[str, Any]:
     row = {col: _pick(ref, obj, source) for col, ref in cfg.columns.items()}
     row.setdefault("input", "")
-    ordered = {k: row.pop(k) for k in ("instruction", "input", "output") if k in row}
+    ordered: dict[str, Any] = {k: row.pop(k) for k in ("instruction", "input", "output") if k in row}
     ordered.update(row)
     return ordered
 

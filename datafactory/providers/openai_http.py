@@ -39,7 +39,7 @@ class OpenAIHTTPProvider:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._limit + 8, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(connector=connector, headers=self._headers,
-                                                  timeout=self._timeout, json_serialize=lambda o: orjson.dumps(o).decode())
+                                                  timeout=self._timeout)
         return self._session
 
     async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
