@@ -22,7 +22,7 @@ from datafactory.errors import ConfigError
 
 PROVIDER_KINDS = ("openai", "zhipuai")
 TRANSPORTS = ("http", "sdk")
-OUTPUT_FORMATS = ("alpaca", "jsonl")
+OUTPUT_FORMATS = ("alpaca", "sharegpt", "preference", "kto", "jsonl")
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
 # generation params we pass through; anything else is a typo until proven otherwise
 GEN_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "seed", "stop",
@@ -65,11 +65,24 @@ class OutputConfig:
     name: str
     format: str = "alpaca"
     columns: dict[str, str] = field(default_factory=dict)
+    explode: str | None = None            # model field holding a list: each item becomes one row
+    conversation: str = "conversations"   # sharegpt: field (of the model object / item) holding the turns
+    tags: str = "from_value"              # sharegpt: from/value (human/gpt) or role/content (user/assistant)
+    style: str = "alpaca"                 # preference/kto: alpaca-style or sharegpt-style rows
+    parquet: bool = False                 # also write data/<name>.parquet
+    validation_split: float = 0.0         # fraction of rows for <name>_validation (by id hash, fixed seed)
+    seed: int = 42
 
 
 @dataclass(frozen=True)
 class QualityConfig:
     reask: int = 1
+    answer_check: dict[str, Any] | None = None
+    exact_dedup: dict[str, Any] | None = None
+    near_dedup: dict[str, Any] | None = None
+    decontaminate: dict[str, Any] | None = None
+    length: dict[str, Any] | None = None
+    turns: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,14 +158,40 @@ LIMIT_KEYS = {
 OUTPUT_KEYS = {
     "dir": Key((str, type(None)), None), "name": Key((str, type(None)), None),
     "format": Key(str, "alpaca", choices=OUTPUT_FORMATS), "columns": Key(dict, None),
+    "explode": Key((str, type(None)), None), "conversation": Key(str, "conversations"),
+    "tags": Key(str, "from_value", choices=("from_value", "role_content")),
+    "style": Key(str, "alpaca", choices=("alpaca", "sharegpt")), "parquet": Key(bool, False),
+    "validation_split": Key(float, 0.0, check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
+    "seed": Key(int, 42),
 }
-QUALITY_KEYS = {"reask": Key(int, 1, check=non_negative)}
+_FIELDS = Key((str, list), doc="output field name(s) the gate reads")
+QUALITY_KEYS = {
+    "reask": Key(int, 1, check=non_negative),
+    "answer_check": Key((dict, type(None)), None), "exact_dedup": Key((dict, type(None)), None),
+    "near_dedup": Key((dict, type(None)), None), "decontaminate": Key((dict, type(None)), None),
+    "length": Key((dict, type(None)), None), "turns": Key((dict, type(None)), None),
+}
+GATE_KEYS = {
+    "answer_check": {"output_field": Key(str, "output"), "source_field": Key(str, "answer")},
+    "exact_dedup": {"fields": _FIELDS, "against_input": Key((list, type(None)), None)},
+    "near_dedup": {"fields": _FIELDS, "threshold": Key(float, 0.8, check=lambda v: None if 0 < v <= 1 else
+                                                       "must be in (0, 1]"),
+                   "shingle": Key(int, 3, check=positive), "num_perm": Key(int, 128, check=positive),
+                   "seed": Key(int, 1)},
+    "decontaminate": {"fields": _FIELDS, "ngram": Key(int, 13, check=positive),
+                      "eval_sets": Key(list, ["gsm8k"]), "text_field": Key(str, "question")},
+    "length": {"fields": _FIELDS, "min_chars": Key(int, 1, check=non_negative),
+               "max_chars": Key(int, 20000, check=positive)},
+    "turns": {"field": Key(str, "conversations"), "min_turns": Key(int, 2, check=positive),
+              "max_turns": Key(int, 64, check=positive)},
+}
 PRICING_KEYS = {
     "input_per_1m": Key((float, type(None)), None, check=non_negative),
     "output_per_1m": Key((float, type(None)), None, check=non_negative),
     "expected_output_tokens": Key(int, C.DEFAULT_EXPECTED_OUTPUT_TOKENS, check=positive),
 }
 REQUIRED_COLUMNS = {"alpaca": ("instruction", "output")}
+BUILTIN_EVAL_SETS = ("gsm8k",)
 
 
 def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
@@ -196,8 +235,19 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
             raise loc.error("output.columns", f"format '{out['format']}' needs a column '{col}'")
     _check_columns(loc, columns, schema, fields)
     output = OutputConfig(dir=out["dir"] or str(Path(C.DEFAULT_RUNS_DIR) / name), name=out["name"] or name,
-                          format=out["format"], columns=columns)
-    quality = QualityConfig(**check_section(loc, top["quality"], "quality", QUALITY_KEYS))
+                          format=out["format"], columns=columns, explode=out["explode"],
+                          conversation=out["conversation"], tags=out["tags"], style=out["style"],
+                          parquet=out["parquet"], validation_split=float(out["validation_split"]), seed=out["seed"])
+    q = check_section(loc, top["quality"], "quality", QUALITY_KEYS)
+    for gate, keys in GATE_KEYS.items():
+        if q[gate] is not None:
+            q[gate] = check_section(loc, q[gate], f"quality.{gate}", keys)
+    if q["decontaminate"]:
+        q["decontaminate"]["eval_sets"] = [_eval_set(loc, v, base) for v in q["decontaminate"]["eval_sets"]]
+    if output.format in ("preference", "kto") and not q["answer_check"]:
+        raise loc.error("quality.answer_check", f"format '{output.format}' needs quality.answer_check to tell "
+                        "correct samples from wrong ones")
+    quality = QualityConfig(**q)
     pricing = PricingConfig(**check_section(loc, top["pricing"], "pricing", PRICING_KEYS))
     pipe = Pipeline(name=name, source=loc.file, input=input_cfg, prompt=template, schema=schema,
                     schema_path=schema_path, provider=provider, limits=limits, output=output,
@@ -257,6 +307,15 @@ def _resolve_input(value: str, base: Path) -> str:
     if candidate.exists() or Path(value).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet", ".ndjson"):
         return str(candidate)
     return value
+
+
+def _eval_set(loc: Located, value: Any, base: Path) -> str:
+    """A built-in eval set name (``gsm8k``) or a JSONL path, resolved against the pipeline's folder."""
+    if not isinstance(value, str):
+        raise loc.error("quality.decontaminate.eval_sets", f"expected a name or a path, got {value!r}")
+    if value in BUILTIN_EVAL_SETS:
+        return value
+    return _must_exist(loc, "quality.decontaminate.eval_sets", value, base)
 
 
 def _must_exist(loc: Located, key: str, value: str, base: Path) -> str:

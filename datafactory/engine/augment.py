@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from datafactory.config.pipeline import Pipeline, load_pipeline
+from datafactory.constants import DATASET_INFO
 from datafactory.engine.cache import Cache
 from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import NoProgress, Progress, auto_progress
@@ -18,11 +22,12 @@ from datafactory.engine.requester import Requester, estimate_tokens
 from datafactory.engine.scheduler import Scheduler
 from datafactory.engine.stats import Stats
 from datafactory.errors import InputError
+from datafactory.formats.writers import write_datasets
 from datafactory.io.readers import BadRow, detect_format, iter_rows
 from datafactory.io.rundir import RunDir
 from datafactory.providers.pricing import cost
 from datafactory.providers.registry import api_key_for, create_provider
-from datafactory.record import content_hash
+from datafactory.record import Record, content_hash
 from datafactory.secrets import register_secret
 
 
@@ -114,7 +119,9 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress) -> Stats:
         provider = create_provider(pipe.provider, api_key=api_key, timeout_s=pipe.limits.timeout_s,
                                    concurrency=pipe.limits.concurrency)
         requester = Requester(pipe, provider, cache, limits, stats)
-        sched = Scheduler(pipe, RowProcessor(pipe, requester), cache, stats, progress, fp)
+        processor = RowProcessor(pipe, requester)
+        _seed_dedup(processor, cache, fp, pipe)
+        sched = Scheduler(pipe, processor, cache, stats, progress, fp)
         progress.start(stats)
         try:
             await sched.run()
@@ -133,11 +140,43 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress) -> Stats:
 
 
 def _finalize(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, stats: Stats) -> None:
-    """Export data + rejects from the commit log (atomically), then stats.json."""
-    run.export_jsonl(run.data_file(pipe.output.name), cache.iter_outcomes(fp, ok=True))
+    """Export data + rejects from the commit log (atomically), stats.json, then dataset_info.json."""
+    write_datasets(run.data_dir, pipe.output, cache.iter_outcomes_with_keys(fp, ok=True))
     run.export_jsonl(run.rejects, cache.iter_outcomes(fp, ok=False))
     stats.total_written, stats.total_rejected = cache.totals(fp)
     run.write_stats(stats.to_json())
+    if pipe.output.format != "jsonl":
+        from datafactory.formats.dataset_info import build_info
+
+        # the run dir's dataset_info.json is ours: regenerate its entries from what was written
+        build_info(run.data_dir, output=run.path / DATASET_INFO, force=True)
+
+
+def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) -> None:
+    """Dedup memory = rows already written (resume) + the input texts (exact dedup's against_input)."""
+    from datafactory.quality.gate import field_names, field_text
+
+    for gate in processor.gates:
+        seed = getattr(gate, "seed", None)
+        if not callable(seed):
+            continue
+        names = field_names(getattr(gate, "fields", ()) or ())
+        seed(field_text(Record(id="", source={}, fields=orjson.loads(blob)), names)
+             for blob in cache.iter_outcomes(fp, ok=True))
+        against = (pipe.quality.exact_dedup or {}).get("against_input")
+        if against and type(gate).__name__ == "ExactDedup":
+            seed(_input_texts(pipe, against))
+
+
+def _input_texts(pipe: Pipeline, variables: list[str]) -> Iterator[str]:
+    inp = pipe.input
+    for _, row in iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset):
+        if isinstance(row, BadRow):
+            continue
+        for var in variables:
+            value = row.get(inp.fields.get(var, var))
+            if isinstance(value, str) and value:
+                yield value
 
 
 # ---------------------------------------------------------------------------- dry run

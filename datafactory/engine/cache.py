@@ -95,10 +95,15 @@ class Cache:
             raise _disk_error(exc, self.path) from None
 
     def iter_outcomes(self, fingerprint: str, ok: bool) -> Iterator[bytes]:
-        cur = self._db.execute("SELECT payload FROM outcomes WHERE fingerprint = ? AND ok = ? "
-                               "ORDER BY seq, sample", (fingerprint, int(ok)))
-        for (blob,) in cur:
+        for _, blob in self.iter_outcomes_with_keys(fingerprint, ok):
             yield blob
+
+    def iter_outcomes_with_keys(self, fingerprint: str, ok: bool) -> Iterator[tuple[str, bytes]]:
+        """``(row_key#sample, payload)`` in input order."""
+        cur = self._db.execute("SELECT row_key, sample, payload FROM outcomes WHERE fingerprint = ? AND ok = ? "
+                               "ORDER BY seq, sample", (fingerprint, int(ok)))
+        for key, sample, blob in cur:
+            yield f"{key}#{sample}", blob
 
     def totals(self, fingerprint: str) -> tuple[int, dict[str, int]]:
         written = self._db.execute("SELECT COUNT(*) FROM outcomes WHERE fingerprint = ? AND ok = 1",

@@ -1,4 +1,5 @@
-"""One input row through the record flow: render → request → parse → validate (re-ask) → outcome.
+"""One input row through the record flow: render → request → parse → validate (re-ask) → shape →
+gates → outcome.
 
 Returns the samples to commit: ``(ok, reason, payload)`` where payload is the output row when ok, or
 the reject record ``{id, stage, reason, attempts, last_error, raw_output}`` when not.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datafactory.config.pipeline import Pipeline
+from datafactory.engine.gates import build_gates, run_gates
 from datafactory.engine.requester import Requester, RequestFailed
 from datafactory.errors import (
     AuthenticationFailed,
@@ -18,9 +20,10 @@ from datafactory.errors import (
     RateLimited,
     ValidationFailed,
 )
-from datafactory.formats.output import FORMATS
+from datafactory.formats import output as shapes
 from datafactory.io.readers import BadRow
 from datafactory.providers.base import Choice
+from datafactory.quality.gate import Gate
 from datafactory.quality.parse import extract_json_object
 from datafactory.quality.validate import SchemaValidator, reask_message
 from datafactory.secrets import redact
@@ -37,6 +40,16 @@ class RowTask:
     where: str = ""
 
 
+@dataclass(slots=True)
+class Accepted:
+    """A parsed, schema-valid model object for one sample."""
+
+    id: str
+    obj: dict[str, Any]
+    raw: str
+    attempts: int
+
+
 def reject(row_id: str, stage: str, reason: str, *, attempts: int = 0, last_error: str = "",
            raw_output: str | None = None) -> Sample:
     return (False, reason, {"id": row_id, "stage": stage, "reason": reason, "attempts": attempts,
@@ -45,12 +58,13 @@ def reject(row_id: str, stage: str, reason: str, *, attempts: int = 0, last_erro
 
 
 class RowProcessor:
-    def __init__(self, pipe: Pipeline, requester: Requester) -> None:
+    def __init__(self, pipe: Pipeline, requester: Requester, gates: list[Gate] | None = None) -> None:
         self.pipe = pipe
         self.req = requester
         self.validator = SchemaValidator(pipe.schema)
-        self.shape = FORMATS[pipe.output.format]
         self.params = dict(pipe.provider.params)
+        self.gates = build_gates(pipe) if gates is None else gates
+        self.fmt = pipe.output.format
 
     async def process(self, task: RowTask) -> list[Sample]:
         if isinstance(task.row, BadRow):
@@ -73,12 +87,18 @@ class RowProcessor:
             return [self._request_reject(task.key, failed)]
         comp = answer.completion
         multi = len(comp.choices) > 1
-        out = []
+        results: list[Accepted | Sample] = []
         for i, choice in enumerate(comp.choices):
             sample_id = f"{task.key}-{i}" if multi else task.key
-            out.append(await self._finish(sample_id, source, messages, choice, answer.attempts))
+            results.append(await self._accept(sample_id, messages, choice, answer.attempts))
+        if self.fmt in ("preference", "kto"):
+            return self._pairs(task.key, source, results)
+        out: list[Sample] = []
+        for res in results:
+            out.extend(self._rows(res, source) if isinstance(res, Accepted) else [res])
         return out
 
+    # ------------------------------------------------------------------ request + parse
     def _request_reject(self, row_id: str, failed: RequestFailed) -> Sample:
         err = failed.error
         if isinstance(err, AuthenticationFailed):
@@ -94,8 +114,8 @@ class RowProcessor:
         return reject(row_id, "request", reason, attempts=failed.attempts, last_error=str(err),
                       raw_output=getattr(err, "raw", None) or None)
 
-    async def _finish(self, sample_id: str, source: dict[str, Any], messages: list[dict[str, str]],
-                      choice: Choice, attempts: int) -> Sample:
+    async def _accept(self, sample_id: str, messages: list[dict[str, str]], choice: Choice,
+                      attempts: int) -> Accepted | Sample:
         reasks_left = self.pipe.quality.reask
         while True:
             if choice.finish_reason == "length":
@@ -112,12 +132,76 @@ class RowProcessor:
                 follow_up = [*messages, {"role": "assistant", "content": choice.text},
                              {"role": "user", "content": reask_message(str(exc))}]
                 self.req.stats.reasks += 1
+                params = {**self.params, "n": 1} if "n" in self.params else self.params
                 try:
-                    answer = await self.req.ask(follow_up, {**self.params, "n": 1} if "n" in self.params
-                                                else self.params)
+                    answer = await self.req.ask(follow_up, params)
                 except RequestFailed as failed:
                     return self._request_reject(sample_id, failed)
                 attempts += answer.attempts
                 choice = answer.completion.choices[0]
                 continue
-            return True, None, self.shape(self.pipe.output, obj, source, sample_id)
+            return Accepted(sample_id, obj, choice.text, attempts)
+
+    # ------------------------------------------------------------------ shaping + gates
+    def _rows(self, acc: Accepted, source: dict[str, Any]) -> list[Sample]:
+        explode = self.pipe.output.explode
+        if explode:
+            items = acc.obj.get(explode)
+            if not isinstance(items, list) or not items:
+                return [reject(acc.id, "validate", "schema_invalid", attempts=acc.attempts, raw_output=acc.raw,
+                               last_error=f"'{explode}' is not a non-empty list")]
+            objs = [(f"{acc.id}.{j}", it if isinstance(it, dict) else {"value": it}) for j, it in enumerate(items)]
+        else:
+            objs = [(acc.id, acc.obj)]
+        shape = shapes.ROW_SHAPES[self.fmt]
+        out: list[Sample] = []
+        for oid, obj in objs:
+            try:
+                row = shape(self.pipe.output, obj, source, oid)
+            except ValidationFailed as exc:
+                out.append(reject(oid, "validate", exc.reason, attempts=acc.attempts, last_error=str(exc),
+                                  raw_output=acc.raw))
+                continue
+            verdict = run_gates(self.gates, oid, source, {**obj, **row})
+            if verdict is not None:
+                out.append(reject(oid, "gate", verdict.reason, attempts=acc.attempts, last_error=verdict.detail,
+                                  raw_output=acc.raw))
+            else:
+                out.append((True, None, row))
+        return out
+
+    def _pairs(self, row_id: str, source: dict[str, Any], results: list[Accepted | Sample]) -> list[Sample]:
+        """Preference / KTO: judge every sample against the source answer, then pair or tag them."""
+        from datafactory.quality.gsm8k import answers_match, extract_answer
+
+        check = self.pipe.quality.answer_check or {}
+        out_field, src_field = check.get("output_field", "answer"), check.get("source_field", "answer")
+        expected = extract_answer(str(source.get(src_field, "")))
+        good: list[str] = []
+        bad: list[str] = []
+        failures: list[Sample] = []
+        for res in results:
+            if not isinstance(res, Accepted):
+                failures.append(res)
+                continue
+            text = str(res.obj.get(out_field, ""))
+            got = extract_answer(text)
+            (good if got is not None and expected is not None and answers_match(got, expected) else bad).append(text)
+        prompt = shapes.prompt_text(self.pipe.output, source)
+        attempts = max((r.attempts for r in results if isinstance(r, Accepted)), default=0)
+        if self.fmt == "kto":
+            rows: list[Sample] = [(True, None, shapes.kto(self.pipe.output, prompt, t, True)) for t in good]
+            rows += [(True, None, shapes.kto(self.pipe.output, prompt, t, False)) for t in bad]
+            return rows or failures[:1] or [reject(row_id, "pair", "no_valid_sample", attempts=attempts)]
+        if good and bad:
+            row = shapes.preference(self.pipe.output, prompt, good[0], bad[0])
+            verdict = run_gates(self.gates, row_id, source, row)
+            if verdict is not None:
+                return [reject(row_id, "gate", verdict.reason, attempts=attempts, last_error=verdict.detail)]
+            return [(True, None, row)]
+        if not good and not bad and failures:
+            return failures[:1]
+        reason = "no_correct_sample" if not good else "no_wrong_sample"
+        return [reject(row_id, "pair", reason, attempts=attempts,
+                       last_error=f"{len(good)} correct and {len(bad)} wrong of {len(results)} samples "
+                                  f"(expected answer {expected})")]

@@ -1,7 +1,8 @@
-"""Model JSON object (+ source row) → one output row in the configured format.
+"""Model JSON object (+ source row) → output rows in the shapes LLaMA-Factory and ``datasets`` expect.
 
 ``output.columns`` maps an output column to a property of the model's object (``question``) or to a
-mapped input field (``source.question``).
+mapped input field (``source.question``). Row-level shapes (alpaca, sharegpt, jsonl) turn one
+accepted object into one row; preference and KTO are built from all samples of one input row.
 """
 
 from __future__ import annotations
@@ -10,16 +11,26 @@ from collections.abc import Callable
 from typing import Any
 
 from datafactory.config.pipeline import OutputConfig
+from datafactory.errors import ValidationFailed
+
+# role names → (from/value tag, role/content tag)
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+          "system": "system", "observation": "observation", "tool": "observation",
+          "function_call": "function_call", "function": "function_call"}
+_FROM = {"user": "human", "assistant": "gpt", "system": "system", "observation": "observation",
+         "function_call": "function_call"}
+_ROLE = {"user": "user", "assistant": "assistant", "system": "system", "observation": "tool",
+         "function_call": "function_call"}
 
 
-def _pick(ref: str, obj: dict[str, Any], source: dict[str, Any]) -> Any:
+def pick(ref: str, obj: dict[str, Any], source: dict[str, Any]) -> Any:
     if ref.startswith("source."):
         return source.get(ref[len("source."):])
     return obj.get(ref)
 
 
 def alpaca(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str) -> dict[str, Any]:
-    row = {col: _pick(ref, obj, source) for col, ref in cfg.columns.items()}
+    row = {col: pick(ref, obj, source) for col, ref in cfg.columns.items()}
     row.setdefault("input", "")
     ordered: dict[str, Any] = {k: row.pop(k) for k in ("instruction", "input", "output") if k in row}
     ordered.update(row)
@@ -28,10 +39,86 @@ def alpaca(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_i
 
 def jsonl(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str) -> dict[str, Any]:
     if cfg.columns:
-        return {"id": row_id, **{col: _pick(ref, obj, source) for col, ref in cfg.columns.items()}}
+        return {"id": row_id, **{col: pick(ref, obj, source) for col, ref in cfg.columns.items()}}
     return {"id": row_id, "source": source, "output": obj}
 
 
-FORMATS: dict[str, Callable[[OutputConfig, dict[str, Any], dict[str, Any], str], dict[str, Any]]] = {
-    "alpaca": alpaca, "jsonl": jsonl,
+def normalize_turns(turns: Any) -> tuple[str | None, list[tuple[str, str]]]:
+    """A model's list of turns in either tag style → (system text, [(role, text)]). Raises
+    ValidationFailed(reason='bad_turns') when the structure is not a usable conversation."""
+    if not isinstance(turns, list) or not turns:
+        raise ValidationFailed("conversation is not a non-empty list of turns", reason="bad_turns")
+    system = None
+    out: list[tuple[str, str]] = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise ValidationFailed(f"turn {i} is not an object", reason="bad_turns")
+        who = turn.get("from", turn.get("role"))
+        text = turn.get("value", turn.get("content"))
+        role = _ROLES.get(str(who).lower()) if who is not None else None
+        if role is None or not isinstance(text, str) or not text.strip():
+            raise ValidationFailed(f"turn {i} needs a known role and non-empty text", reason="bad_turns")
+        if role == "system":
+            if i != 0:
+                raise ValidationFailed("a system turn may only come first", reason="bad_turns")
+            system = text
+            continue
+        out.append((role, text))
+    return system, out
+
+
+def check_alternation(turns: list[tuple[str, str]]) -> None:
+    """LLaMA-Factory's rule: user/observation turns at odd positions, assistant/function_call at even
+    ones, ending with the assistant; anything else it would drop at training time."""
+    for i, (role, _) in enumerate(turns):
+        expected = ("user", "observation") if i % 2 == 0 else ("assistant", "function_call")
+        if role not in expected:
+            raise ValidationFailed(f"turn {i} is '{role}' but should be {' or '.join(expected)} "
+                                   "(turns must alternate user/assistant)", reason="bad_turns")
+    if len(turns) < 2 or len(turns) % 2:
+        raise ValidationFailed("a conversation needs user/assistant pairs and must end with the assistant",
+                               reason="bad_turns")
+
+
+def sharegpt(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str) -> dict[str, Any]:
+    system, turns = normalize_turns(obj.get(cfg.conversation))
+    check_alternation(turns)
+    if cfg.tags == "role_content":
+        row: dict[str, Any] = {"messages": [{"role": _ROLE[r], "content": t} for r, t in turns]}
+    else:
+        row = {"conversations": [{"from": _FROM[r], "value": t} for r, t in turns]}
+    if system:
+        row["system"] = system
+    for col, ref in cfg.columns.items():
+        row[col] = pick(ref, obj, source)
+    return row
+
+
+ROW_SHAPES: dict[str, Callable[[OutputConfig, dict[str, Any], dict[str, Any], str], dict[str, Any]]] = {
+    "alpaca": alpaca, "jsonl": jsonl, "sharegpt": sharegpt,
 }
+FORMATS = ROW_SHAPES  # backwards-compatible name
+
+
+def prompt_text(cfg: OutputConfig, source: dict[str, Any]) -> str:
+    ref = cfg.columns.get("instruction", "source.question")
+    value = pick(ref, {}, source)
+    return "" if value is None else str(value)
+
+
+def preference(cfg: OutputConfig, prompt: str, chosen: str, rejected: str) -> dict[str, Any]:
+    if cfg.style == "sharegpt":
+        if cfg.tags == "role_content":
+            return {"messages": [{"role": "user", "content": prompt}],
+                    "chosen": {"role": "assistant", "content": chosen},
+                    "rejected": {"role": "assistant", "content": rejected}}
+        return {"conversations": [{"from": "human", "value": prompt}],
+                "chosen": {"from": "gpt", "value": chosen}, "rejected": {"from": "gpt", "value": rejected}}
+    return {"instruction": prompt, "input": "", "chosen": chosen, "rejected": rejected}
+
+
+def kto(cfg: OutputConfig, prompt: str, answer: str, good: bool) -> dict[str, Any]:
+    if cfg.style == "sharegpt":
+        return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+                "kto_tag": good}
+    return {"instruction": prompt, "input": "", "output": answer, "kto_tag": good}
