@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,12 @@ class PromptTemplate:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        # structured fields (a seed dialogue) go into the prompt as readable JSON, not a Python repr
+        return json.dumps(value, ensure_ascii=False, indent=1)
+    return str(value)
 
 
 def load_template(path: str) -> PromptTemplate:
