@@ -61,9 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train-eval", help="LLaMA-Factory training + lm-eval GSM8K, base vs tuned (needs [train])")
     t.add_argument("recipe", help="recipe YAML (see pipelines/train_*.yaml)")
-    t.add_argument("--stages", help="comma-separated subset of train,select,merge,eval,report")
-    t.add_argument("--limit", type=int, help="evaluate only the first N GSM8K test rows (quick check)")
-    t.add_argument("--output", help="run directory (overrides the recipe's output_dir)")
+    t.add_argument("--stages", help="comma-separated subset of train,select,merge,eval,report (default: all; "
+                                    "finished stages are skipped on rerun)")
+    t.add_argument("--limit", type=float, help="evaluate only N GSM8K test rows (or a fraction < 1) for a quick check")
+    t.add_argument("--output-dir", help="run directory (overrides the recipe's output_dir)")
+    t.add_argument("--force", action="store_true", help="rerun stages even if they finished with the same inputs")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -75,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from datafactory.errors import UserError
+    from datafactory.secrets import redact
 
     try:
         return int(COMMANDS[args.command](args, argv))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -138,6 +142,14 @@ def _validate(args: argparse.Namespace, argv: list[str]) -> int:
     from datafactory.config.pipeline import load_pipeline
 
     pipe = load_pipeline(args.pipeline)
+    from pathlib import Path
+
+    from datafactory.errors import InputError
+    from datafactory.io.readers import is_local
+
+    # a typo in input.path would otherwise only show up when the run starts
+    if is_local(pipe.input.path) and not Path(pipe.input.path).is_file():
+        raise InputError("input file not found (input.path)", file=pipe.input.path)
     print(f"ok: {args.pipeline} (pipeline '{pipe.name}', {pipe.provider.kind}:{pipe.provider.model}, "
           f"input {pipe.input.path}, output {pipe.output.dir})")
     return 0
@@ -152,10 +164,17 @@ def _build_info(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _train_eval(args: argparse.Namespace, argv: list[str]) -> int:
-    from datafactory.train.pipeline import train_eval
+    from datafactory.train.pipeline import summarize, train_eval
+    from datafactory.train.subproc import Interrupted
 
-    stages = args.stages.split(",") if args.stages else None
-    train_eval(args.recipe, stages=stages, limit=args.limit, output=args.output)
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    try:
+        result = train_eval(args.recipe, stages=args.stages, limit=limit, output_dir=args.output_dir,
+                            force=args.force, show_progress=False if args.no_progress else None)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    print(summarize(result))
     return 0
 
 
