@@ -98,6 +98,14 @@ class Scheduler:
             await asyncio.sleep(0.05)
 
     async def _produce(self, queue: asyncio.Queue[RowTask | None], conc: int) -> None:
+        await self._feed(queue)
+        # not in a ``finally``: after a cancel (401, disk full) no worker is left to take the end
+        # markers, and put() on a full queue would block the shutdown forever
+        if not self._stopping.is_set():
+            for _ in range(conc):
+                await queue.put(None)
+
+    async def _feed(self, queue: asyncio.Queue[RowTask | None]) -> None:
         inp = self.pipe.input
         rows = iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset)
         seen: dict[int, int] = {}
@@ -126,9 +134,6 @@ class Scheduler:
         finally:
             with contextlib.suppress(Exception):
                 rows.close()  # type: ignore[attr-defined]
-            if not self._stopping.is_set():
-                for _ in range(conc):
-                    await queue.put(None)
 
     async def _work(self, queue: asyncio.Queue[RowTask | None]) -> None:
         while True:

@@ -35,7 +35,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         _fsync_dir(target.parent)
     except OSError as exc:
         _remove_quietly(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        # EFBIG: a file-size limit (ulimit -f) or the file system's maximum file size
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES):
             raise DiskWriteError(f"cannot write {target}: {exc.strerror}") from None
         raise
     except BaseException:

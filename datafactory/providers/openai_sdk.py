@@ -33,6 +33,7 @@ class OpenAISDKProvider:
 
     async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
         oa = self._openai
+        raw: Any = None
         try:
             raw = await self._client.chat.completions.with_raw_response.create(
                 model=model, messages=messages, **params)  # type: ignore[arg-type]
@@ -46,6 +47,7 @@ class OpenAISDKProvider:
             raise TransientError(f"connection problem: {type(exc.__cause__ or exc).__name__}") from None
         except ValueError as exc:  # body is not JSON (HTML error page, empty, cut short)
             err = BadResponse(f"status 200 but the body is not JSON: {exc}", status=200)
+            err.raw = _body_start(raw)  # kept for the reject record, like the http transport does
             raise err from None
         return completion_from_openai_json(data, headers)
 
@@ -60,3 +62,10 @@ def _message(exc: Any) -> str:
         if isinstance(err, dict) and err.get("message"):
             return str(err["message"])[:500]
     return str(getattr(exc, "message", ""))[:500]
+
+
+def _body_start(raw: Any) -> str:
+    try:
+        return str(raw.http_response.content[:4000].decode("utf-8", "replace")) if raw is not None else ""
+    except Exception:  # the body could not be read at all
+        return ""

@@ -14,6 +14,7 @@ from datafactory.errors import (
     RateLimited,
     TransientError,
 )
+from datafactory.secrets import redact
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -65,7 +66,8 @@ def parse_reset(value: str | None) -> float | None:
 
 def error_for_status(status: int, message: str, headers: Mapping[str, str] | None = None) -> ProviderError:
     """The typed error for an HTTP error status. Decided by the code alone, never by the text."""
-    text = f"HTTP {status}: {message}".strip()
+    # some servers echo the credentials they were sent; error texts end up on stderr and in tracebacks
+    text = redact(f"HTTP {status}: {message}".strip())
     if status == 429:
         return RateLimited(text, status=status, retry_after=parse_retry_after(headers))
     if status == 401:

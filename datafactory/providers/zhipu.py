@@ -22,16 +22,18 @@ class ZhipuProvider:
         from zhipuai import ZhipuAI
 
         self._client = ZhipuAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        self._base_url = base_url  # the SDK keeps it only in a private attribute
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="zhipuai")
         self._timeout_s = timeout_s
 
     def __repr__(self) -> str:
-        return f"ZhipuProvider(base_url={str(self._client.base_url)!r})"
+        return f"ZhipuProvider(base_url={self._base_url!r})"
 
     def _call(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
         from zhipuai.core import _errors as zerr
         from zhipuai.core._constants import RAW_RESPONSE_HEADER
 
+        http: Any = None
         try:
             # the raw-response header makes the SDK hand back the HTTP response (we need its headers)
             raw: Any = self._client.chat.completions.create(
@@ -46,7 +48,9 @@ class ZhipuProvider:
         except zerr.APIConnectionError as exc:
             raise TransientError(f"connection problem: {type(exc.__cause__ or exc).__name__}") from None
         except ValueError as exc:
-            raise BadResponse(f"status 200 but the body is not JSON: {exc}", status=200) from None
+            err = BadResponse(f"status 200 but the body is not JSON: {exc}", status=200)
+            err.raw = _body_start(http)  # kept for the reject record, like the http transport does
+            raise err from None
         return completion_from_openai_json(data, headers)
 
     async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
@@ -56,3 +60,10 @@ class ZhipuProvider:
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+
+
+def _body_start(http: Any) -> str:
+    try:
+        return str(http.content[:4000].decode("utf-8", "replace")) if http is not None else ""
+    except Exception:  # the body could not be read at all
+        return ""
