@@ -401,12 +401,14 @@ def test_stress_20k_rows_at_concurrency_256_with_transient_faults(tmp_path, make
             proc = subprocess.Popen([*CLI, "augment", str(proj.pipeline), "--quiet"],
                                     stdout=subprocess.DEVNULL, stderr=err, env=cli_env())
             rss_at: dict[int, int] = {}
+            peak_kb = 0
             t0 = time.monotonic()
             while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # rusage of this child alone
+                pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
                 rss = _vm_rss_kb(proc.pid)
+                peak_kb = max(peak_kb, rss or 0)
                 with urllib.request.urlopen(stats_url, timeout=5) as resp:
                     sent = json.loads(resp.read())["requests"]
                 for mark in (5_000, 19_000):
@@ -418,8 +420,10 @@ def test_stress_20k_rows_at_concurrency_256_with_transient_faults(tmp_path, make
         stderr = (tmp_path / "stderr").read_text()
         assert proc.returncode == 0, stderr[-3000:]
         assert_no_traceback(stderr)
-        peak_mb = usage.ru_maxrss / 1024
-        assert peak_mb < 400, f"peak RSS {peak_mb:.0f} MB"
+        # sampled from /proc: wait4's ru_maxrss would include the pytest process's own RSS at fork time
+        # (Linux keeps the high-water mark across exec), which grows when torch was loaded by other tests
+        peak_mb = peak_kb / 1024
+        assert 0 < peak_mb < 400, f"peak RSS {peak_mb:.0f} MB"
         if rss_at.get(5_000) and rss_at.get(19_000):
             assert rss_at[19_000] - rss_at[5_000] < 80 * 1024, rss_at  # flat, not growing with the rows
         stats = proj.stats()
