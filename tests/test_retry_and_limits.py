@@ -317,6 +317,22 @@ def test_rpm_limit_is_honoured_and_nearly_reached(make_project, server):
     assert len(starts) >= 0.9 * (rate * elapsed + burst)
 
 
+@pytest.mark.slow
+def test_rpm_limit_sustained_throughput_reaches_95_percent_of_the_limit(make_project, server):
+    rpm = 1200  # 20 requests/s over ~10 s: the one-second burst is amortised, the steady rate shows
+    proj = make_project(rows=200, limits={"concurrency": 32, "rpm": rpm})
+    proj.augment()
+    starts = sorted(e.t_start for e in server.log)
+    assert len(starts) == 200
+    rate, burst = rpm / 60, max(1.0, rpm / 60)
+    assert _max_in_window(starts, [1.0] * len(starts), rate, burst) <= 0
+    # steady state: from the end of the initial burst to the last request
+    steady = starts[int(burst):]
+    achieved = (len(steady) - 1) / (steady[-1] - steady[0])
+    assert 0.95 * rate <= achieved <= 1.05 * rate, achieved
+    proj.assert_accounted()
+
+
 def test_tpm_limit_is_honoured_using_the_usage_the_server_reported(make_project, server):
     tpm = 60_000  # 1000 tokens/s
     proj = make_project(rows=200, limits={"concurrency": 8, "tpm": tpm}, provider={"params": {"max_tokens": 60}})

@@ -82,7 +82,8 @@ class QualityConfig:
     near_dedup: dict[str, Any] | None = None
     decontaminate: dict[str, Any] | None = None
     length: dict[str, Any] | None = None
-    turns: dict[str, Any] | None = None
+    empty_fields: dict[str, Any] | None = None
+    language: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ QUALITY_KEYS = {
     "reask": Key(int, 1, check=non_negative),
     "answer_check": Key((dict, type(None)), None), "exact_dedup": Key((dict, type(None)), None),
     "near_dedup": Key((dict, type(None)), None), "decontaminate": Key((dict, type(None)), None),
-    "length": Key((dict, type(None)), None), "turns": Key((dict, type(None)), None),
+    "length": Key((dict, type(None)), None), "empty_fields": Key((dict, type(None)), None),
+    "language": Key((dict, type(None)), None),
 }
 GATE_KEYS = {
     "answer_check": {"output_field": Key(str, "output"), "source_field": Key(str, "answer")},
@@ -182,8 +184,9 @@ GATE_KEYS = {
                       "eval_sets": Key(list, ["gsm8k"]), "text_field": Key(str, "question")},
     "length": {"fields": _FIELDS, "min_chars": Key(int, 1, check=non_negative),
                "max_chars": Key(int, 20000, check=positive)},
-    "turns": {"field": Key(str, "conversations"), "min_turns": Key(int, 2, check=positive),
-              "max_turns": Key(int, 64, check=positive)},
+    "empty_fields": {"fields": _FIELDS},
+    "language": {"fields": _FIELDS, "allowed": Key(list, ["en"]),
+                 "min_share": Key(float, 0.8, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")},
 }
 PRICING_KEYS = {
     "input_per_1m": Key((float, type(None)), None, check=non_negative),

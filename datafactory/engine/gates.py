@@ -17,6 +17,15 @@ from datafactory.record import Record
 def build_gates(pipe: Pipeline) -> list[Gate]:
     q = pipe.quality
     gates: list[Gate] = []
+    if q.empty_fields:
+        from datafactory.quality.filters import EmptyFieldFilter
+
+        gates.append(EmptyFieldFilter(q.empty_fields["fields"]))
+    if q.language:
+        from datafactory.quality.filters import LanguageFilter
+
+        gates.append(LanguageFilter(q.language["fields"], allowed=tuple(q.language["allowed"]),
+                                    min_share=q.language["min_share"]))
     if q.length:
         from datafactory.quality.filters import LengthFilter
 
