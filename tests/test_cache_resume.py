@@ -140,3 +140,18 @@ def test_rejected_row_stays_rejected_on_rerun_without_new_requests(make_project,
     assert server.requests == 0
     assert [r["reason"] for r in proj.rejects()] == ["invalid_json"]
     proj.assert_accounted()
+
+
+def test_rows_whose_requests_failed_after_all_retries_are_retried_on_rerun(make_project, server):
+    proj = make_project(rows=4, limits={"max_attempts": 2})
+    server.set_fault_fn(lambda i, body: Fault(status=503) if qid_of(body) == "q00001" else None)
+    first = proj.augment()
+    assert dict(first.rejected) == {"request_failed": 1}
+    server.set_fault_fn(None)
+    server.reset_counters()
+    second = proj.augment()
+    assert server.requests == 1          # only the failed row is asked again; the others come from disk
+    assert second.written == 1 and not second.rejected
+    assert proj.rejects() == []
+    assert len(proj.data()) == 4
+    proj.assert_accounted()

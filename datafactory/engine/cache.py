@@ -22,6 +22,8 @@ import orjson
 
 from datafactory.errors import DiskWriteError
 
+# reject reasons of requests that never got a usable answer: a rerun asks again
+RETRY_ON_RERUN = ("request_failed", "rate_limited", "bad_response")
 SQLITE_FULL = 13
 SQLITE_IOERR = 10
 
@@ -77,8 +79,13 @@ class Cache:
 
     # ---------------------------------------------------------------- outcomes
     def is_done(self, fingerprint: str, row_key: str) -> bool:
-        return self._db.execute("SELECT 1 FROM outcomes WHERE fingerprint = ? AND row_key = ? LIMIT 1",
-                                (fingerprint, row_key)).fetchone() is not None
+        """A row is done when it has an outcome — unless that outcome is a request that failed after
+        all retries (5xx storm, rate limit, broken bodies): nothing was paid for it, so a rerun tries again."""
+        marks = ",".join("?" * len(RETRY_ON_RERUN))
+        return self._db.execute(
+            f"SELECT 1 FROM outcomes WHERE fingerprint = ? AND row_key = ? "  # noqa: S608 - placeholders only
+            f"AND NOT (ok = 0 AND reason IN ({marks})) LIMIT 1",
+            (fingerprint, row_key, *RETRY_ON_RERUN)).fetchone() is not None
 
     def commit_row(self, fingerprint: str, row_key: str, seq: int,
                    samples: list[tuple[bool, str | None, dict[str, Any]]]) -> None:
@@ -87,6 +94,8 @@ class Cache:
                 for i, (ok, reason, payload) in enumerate(samples)]
         try:
             self._db.execute("BEGIN")
+            # a retried row replaces its earlier failure completely (it may now have more or fewer samples)
+            self._db.execute("DELETE FROM outcomes WHERE fingerprint = ? AND row_key = ?", (fingerprint, row_key))
             self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
