@@ -191,3 +191,39 @@ def test_scoring_path_reads_strict_and_flexible(assets: dict[str, Path], tmp_pat
     task_yaml = (tmp_path / "tasks" / "gsm8k.yaml").read_text()
     assert "dataset_path: json" in task_yaml and "strict-match" in task_yaml
     shutil.rmtree(tmp_path / "tasks")
+
+
+def test_augment_run_dir_trains_directly(assets: dict[str, Path], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hand-off users rely on: `augment` writes data + dataset_info.json, and a recipe pointing
+    `dataset_dir` at that run dir trains on it with no manual registration."""
+    import re
+
+    from datafactory import augment, load_pipeline
+    from datafactory.testing.loopback import LoopbackServer
+
+    repo = Path(__file__).resolve().parents[1]
+    rng = random.Random(11)
+    rows = [dict(zip(("question", "answer"), _problem(rng)[:2], strict=True)) for _ in range(24)]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    def responder(body: dict[str, Any], k: int) -> str:
+        user = body["messages"][-1]["content"]
+        problem = user.split("Problem:\n", 1)[1].split("\n\n", 1)[0].strip()
+        total = re.findall(r"####\s*(\d+)", user)[0]
+        return json.dumps({"question": f"Put differently, {problem.lower()}",
+                           "answer": f"Adding the two amounts gives {total}.\n#### {total}"})
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    aug_dir = tmp_path / "aug"
+    with LoopbackServer(responder=responder) as server:
+        stats = augment(load_pipeline(repo / "pipelines" / "gsm8k_rephrase.yaml", input=str(inp),
+                                      output=str(aug_dir), base_url=server.base_url))
+    assert stats.written >= 20
+    recipe = _recipe(assets, tmp_path / "run")
+    recipe["data"]["dataset_dir"] = str(aug_dir)
+    result = train_eval(recipe, stages="train,select", show_progress=False)
+    assert result["stages"]["train"] == "ran" and result["stages"]["select"] == "ran"
+    state = read_trainer_state(tmp_path / "run" / "train")
+    assert eval_losses(state), "LLaMA-Factory trained and evaluated on the augment output"
