@@ -154,18 +154,18 @@ def _finalize(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, stats: Stats) 
 
 def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) -> None:
     """Dedup memory = rows already written (resume) + the input texts (exact dedup's against_input)."""
-    from datafactory.quality.gate import field_names, field_text
+    from datafactory.quality.dedup import ExactDedup
+    from datafactory.quality.gate import SeedableGate, field_names, field_text
 
+    against = (pipe.quality.exact_dedup or {}).get("against_input")
     for gate in processor.gates:
-        seed = getattr(gate, "seed", None)
-        if not callable(seed):
+        if not isinstance(gate, SeedableGate):
             continue
         names = field_names(getattr(gate, "fields", ()) or ())
-        seed(field_text(Record(id="", source={}, fields=orjson.loads(blob)), names)
-             for blob in cache.iter_outcomes(fp, ok=True))
-        against = (pipe.quality.exact_dedup or {}).get("against_input")
-        if against and type(gate).__name__ == "ExactDedup":
-            seed(_input_texts(pipe, against))
+        gate.seed(field_text(Record(id="", source={}, fields=orjson.loads(blob)), names)
+                  for blob in cache.iter_outcomes(fp, ok=True))
+        if against and isinstance(gate, ExactDedup):
+            gate.seed(_input_texts(pipe, against))
 
 
 def _input_texts(pipe: Pipeline, variables: list[str]) -> Iterator[str]:

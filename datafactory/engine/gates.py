@@ -6,7 +6,6 @@ record rejected for another reason never enters the dedup memory and blocks a la
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from datafactory.config.pipeline import Pipeline
@@ -54,15 +53,6 @@ def build_gates(pipe: Pipeline) -> list[Gate]:
         gates.append(NearDedup(n["fields"], threshold=n["threshold"], num_perm=n["num_perm"],
                                shingle=n["shingle"], seed=n["seed"]))
     return gates
-
-
-def seed_gates(gates: list[Gate], texts: Iterable[str]) -> None:
-    """Tell dedup gates what already exists (input rows, rows written by an earlier invocation)."""
-    materialised = list(texts)
-    for gate in gates:
-        seed = getattr(gate, "seed", None)
-        if callable(seed):
-            seed(materialised)
 
 
 def run_gates(gates: list[Gate], record_id: str, source: dict[str, Any], fields: dict[str, Any]) -> Reject | None:

@@ -40,6 +40,7 @@ class Scheduler:
         self.progress, self.fingerprint = progress, fingerprint
         self.stop_signal: int | None = None
         self._stopping = asyncio.Event()
+        self._force = False
 
     def request_stop(self, signum: int) -> None:
         if self.stop_signal is not None:
@@ -49,7 +50,6 @@ class Scheduler:
         self._stopping.set()
 
     async def run(self) -> None:
-        self._force = False
         conc = self.pipe.limits.concurrency
         queue: asyncio.Queue[RowTask | None] = asyncio.Queue(maxsize=2 * conc)
         producer = asyncio.create_task(self._produce(queue, conc))

@@ -97,7 +97,6 @@ def sharegpt(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row
 ROW_SHAPES: dict[str, Callable[[OutputConfig, dict[str, Any], dict[str, Any], str], dict[str, Any]]] = {
     "alpaca": alpaca, "jsonl": jsonl, "sharegpt": sharegpt,
 }
-FORMATS = ROW_SHAPES  # backwards-compatible name
 
 
 def prompt_text(cfg: OutputConfig, source: dict[str, Any]) -> str:
