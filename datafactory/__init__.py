@@ -16,13 +16,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load_pipeline", "augment", "plan", "build_info", "train_eval", "Pipeline", "Stats", "Plan",
+__all__ = ["load_pipeline", "augment", "augment_async", "plan", "build_info", "train_eval", "Pipeline", "Stats", "Plan",
            "DatafactoryError", "__version__"]
 
 _LAZY = {
     "load_pipeline": ("datafactory.config.pipeline", "load_pipeline"),
     "Pipeline": ("datafactory.config.pipeline", "Pipeline"),
     "augment": ("datafactory.engine.augment", "augment"),
+    "augment_async": ("datafactory.engine.augment", "augment_async"),
     "plan": ("datafactory.engine.augment", "plan"),
     "Plan": ("datafactory.engine.augment", "Plan"),
     "Stats": ("datafactory.engine.stats", "Stats"),
@@ -33,7 +34,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from datafactory.config.pipeline import Pipeline, load_pipeline
-    from datafactory.engine.augment import Plan, augment, plan
+    from datafactory.engine.augment import Plan, augment, augment_async, plan
     from datafactory.engine.stats import Stats
     from datafactory.errors import DatafactoryError
 

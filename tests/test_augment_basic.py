@@ -111,3 +111,21 @@ def test_alpaca_format_writes_instruction_input_output(make_project, server):
     assert list(rows[0]) == ["instruction", "input", "output"]
     assert rows[0]["input"] == ""
     assert rows[0]["output"].endswith("#### 3")
+
+
+def test_augment_works_inside_a_running_event_loop_and_augment_async_awaits(make_project, server):
+    import asyncio
+
+    from datafactory import augment, augment_async
+
+    proj = make_project(rows=6)
+
+    async def notebook_cell():  # what a Jupyter cell does: call the blocking API inside a running loop
+        return augment(proj.pipeline, limit=3)
+
+    first = asyncio.run(notebook_cell())
+    assert first.written == 3
+    second = asyncio.run(augment_async(proj.pipeline))
+    assert second.written == 3 and second.rows_skipped_done == 3
+    assert server.requests == 6
+    proj.assert_accounted()

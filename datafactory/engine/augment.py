@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,28 @@ def augment(pipeline: Pipeline | str | Path, *, progress: Progress | None = None
     key = api_key_for(pipe.provider)
     register_secret(key)
     _preflight_input(pipe)
-    return asyncio.run(_run(pipe, key, progress or (NoProgress() if quiet else auto_progress())))
+    coro = _run(pipe, key, progress or (NoProgress() if quiet else auto_progress()))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # called from inside a running event loop (Jupyter, an async ETL job): run on a private loop in a
+    # worker thread rather than failing; ``augment_async`` is the way to await it instead
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="datafactory") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
-async def _run(pipe: Pipeline, api_key: str, progress: Progress) -> Stats:
+async def augment_async(pipeline: Pipeline | str | Path, *, progress: Progress | None = None,
+                        **overrides: Any) -> Stats:
+    """``augment`` for async callers: runs on the caller's event loop (no signal handling)."""
+    pipe = _as_pipeline(pipeline, overrides)
+    key = api_key_for(pipe.provider)
+    register_secret(key)
+    await asyncio.to_thread(_preflight_input, pipe)
+    return await _run(pipe, key, progress or NoProgress(), handle_signals=False)
+
+
+async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signals: bool = True) -> Stats:
     run = RunDir(pipe.output.dir)
     run.acquire()
     stats = Stats(rows_total=count_rows(pipe))
@@ -121,7 +140,7 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress) -> Stats:
         requester = Requester(pipe, provider, cache, limits, stats)
         processor = RowProcessor(pipe, requester)
         _seed_dedup(processor, cache, fp, pipe)
-        sched = Scheduler(pipe, processor, cache, stats, progress, fp)
+        sched = Scheduler(pipe, processor, cache, stats, progress, fp, handle_signals=handle_signals)
         progress.start(stats)
         try:
             await sched.run()

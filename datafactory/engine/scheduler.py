@@ -35,12 +35,13 @@ def row_key(row: dict[str, Any] | BadRow) -> str:
 
 class Scheduler:
     def __init__(self, pipe: Pipeline, processor: RowProcessor, cache: Cache, stats: Stats,
-                 progress: Progress, fingerprint: str) -> None:
+                 progress: Progress, fingerprint: str, *, handle_signals: bool = True) -> None:
         self.pipe, self.processor, self.cache, self.stats = pipe, processor, cache, stats
         self.progress, self.fingerprint = progress, fingerprint
         self.stop_signal: int | None = None
         self._stopping = asyncio.Event()
         self._force = False
+        self._handle_signals = handle_signals
 
     def request_stop(self, signum: int) -> None:
         if self.stop_signal is not None:
@@ -156,7 +157,8 @@ class Scheduler:
             await asyncio.sleep(0.25)
 
     def _install_signals(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
+        # only the owner of the process's main loop may take over SIGINT/SIGTERM
+        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
             return lambda: None
         loop = asyncio.get_running_loop()
         installed = []
