@@ -109,8 +109,8 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
           f"429s: {s['rate_limited_429']}  elapsed: {s['elapsed_s']}s")
     if s["estimated_cost_usd"] is not None:
         print(f"estimated cost: ${s['estimated_cost_usd']:.4f}")
-    print(f"dataset: {pipe.output.dir}/data/{pipe.output.name}.jsonl "
-          f"({s['run_totals']['written']} rows in total)")
+    for name, rows in stats.datasets.items():
+        print(f"dataset: {pipe.output.dir}/data/{name}.jsonl ({rows} rows in total)")
     if stats.interrupted:
         resume = list(argv) if "--output" in argv else [*argv, "--output", pipe.output.dir]
         print(f"\nStopped early; everything finished so far is saved in {pipe.output.dir}.\n"

@@ -108,3 +108,16 @@ def test_writer_leaves_no_temp_files_and_replaces_atomically(tmp_path: Path):
     write_datasets(tmp_path, cfg, [("1", b'{"instruction":"c","input":"","output":"d"}')])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alpaca.jsonl"]
     assert json.loads((tmp_path / "alpaca.jsonl").read_text())["instruction"] == "c"
+
+
+def test_augment_registers_each_dataset_once_under_its_own_name_even_with_parquet(make_project):
+    proj = make_project(rows=30, output={"format": "alpaca", "parquet": True, "validation_split": 0.2,
+                                         "columns": {"instruction": "question", "output": "answer"}})
+    proj.augment()
+    info = json.loads((proj.run_dir / "dataset_info.json").read_text())
+    assert sorted(info) == ["out_train", "out_validation"]
+    assert info["out_train"]["file_name"] == "data/out_train.jsonl"
+    assert (proj.run_dir / "data" / "out_train.parquet").is_file()
+    n = sum(datasets.load_dataset("json", data_files=str(proj.run_dir / "data" / f"{name}.jsonl"),
+                                  split="train").num_rows for name in info)
+    assert n == 30

@@ -160,15 +160,30 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
 
 def _finalize(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, stats: Stats) -> None:
     """Export data + rejects from the commit log (atomically), stats.json, then dataset_info.json."""
-    write_datasets(run.data_dir, pipe.output, cache.iter_outcomes_with_keys(fp, ok=True))
+    counts = write_datasets(run.data_dir, pipe.output, cache.iter_outcomes_with_keys(fp, ok=True))
+    stats.datasets = counts
     run.export_jsonl(run.rejects, cache.iter_outcomes(fp, ok=False))
     stats.total_written, stats.total_rejected = cache.totals(fp)
     run.write_stats(stats.to_json())
     if pipe.output.format != "jsonl":
-        from datafactory.formats.dataset_info import build_info
+        _register_datasets(run, counts)
 
-        # the run dir's dataset_info.json is ours: regenerate its entries from what was written
-        build_info(run.data_dir, output=run.path / DATASET_INFO, force=True)
+
+def _register_datasets(run: RunDir, counts: dict[str, int]) -> None:
+    """One dataset_info.json entry per dataset written, under the dataset's own name (the JSONL file;
+    a Parquet twin is the same data), detected from the rows exactly as ``build-info`` would."""
+    from datafactory.formats.dataset_info import register
+    from datafactory.formats.detect import detect_file
+
+    entries = {}
+    for name in counts:
+        path = run.data_dir / f"{name}.jsonl"
+        found = detect_file(path)
+        if found.entry is not None:
+            entries[name] = {**found.entry, "file_name": f"{run.data_dir.name}/{path.name}"}
+    if entries:
+        # the run dir's dataset_info.json is ours: a changed format replaces its entry
+        register(entries, run.path / DATASET_INFO, force=True)
 
 
 def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) -> None:

@@ -32,6 +32,7 @@ class Stats:
     stop_signal: int | None = None      # the signal that stopped the run (SIGINT/SIGTERM)
     total_written: int = 0              # over the whole run dir
     total_rejected: dict[str, int] = field(default_factory=dict)
+    datasets: dict[str, int] = field(default_factory=dict)   # dataset (file stem in data/) → rows
 
     @property
     def elapsed(self) -> float:
@@ -60,4 +61,5 @@ class Stats:
             "requests_per_s": round(self.requests_sent / self.elapsed, 2) if self.elapsed > 0 else 0.0,
             "interrupted": self.interrupted,
             "run_totals": {"written": self.total_written, "rejected": self.total_rejected},
+            "datasets": self.datasets,
         }
