@@ -31,10 +31,15 @@ class NoProgress:
         pass
 
 
+def _completed(s: Stats) -> int:
+    # rows finished by an earlier invocation count too, so a resumed run's bar still ends at 100 %
+    return s.rows_done + s.rows_skipped_done
+
+
 def _line(s: Stats) -> str:
     total = f"/{s.rows_total}" if s.rows_total is not None else ""
     cost = f" cost≈${s.cost_usd:.4f}" if s.cost_usd is not None else ""
-    return (f"{s.rows_done}{total} rows, {s.rows_per_s:.1f} rows/s, {s.requests_sent} requests, "
+    return (f"{_completed(s)}{total} rows, {s.rows_per_s:.1f} rows/s, {s.requests_sent} requests, "
             f"{s.cache_hits} cached, {s.retries} retries, {s.rate_limited} 429s, "
             f"{s.written} written, {sum(s.rejected.values())} rejected{cost}")
 
@@ -76,7 +81,7 @@ class RichProgress:
         cost = f" ${stats.cost_usd:.4f}" if stats.cost_usd is not None else ""
         info = (f"{stats.rows_per_s:.1f} rows/s · {stats.retries} retries · {stats.rate_limited}×429 · "
                 f"{sum(stats.rejected.values())} rejected{cost}")
-        self._rp.update(self._task, completed=stats.rows_done, info=info)
+        self._rp.update(self._task, completed=_completed(stats), info=info)
 
     def stop(self, stats: Stats) -> None:
         self.update(stats)
