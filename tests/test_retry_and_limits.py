@@ -456,3 +456,23 @@ def test_stress_20k_rows_at_concurrency_256_with_transient_faults(tmp_path, make
             proc.wait()
         srv.terminate()
         srv.wait(timeout=10)
+
+
+def test_retry_after_is_capped_and_backoff_grows_with_full_jitter():
+    from tenacity import RetryCallState
+
+    from datafactory import constants as C
+    from datafactory.engine import retry
+    from datafactory.errors import RateLimited, TransientError
+
+    def state(exc: Exception, attempt: int) -> RetryCallState:
+        st = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+        st.attempt_number = attempt
+        st.set_exception((type(exc), exc, None))
+        return st
+
+    huge = retry._wait(state(RateLimited("429", retry_after=86_400), 1))
+    assert C.RETRY_AFTER_CAP_S <= huge <= C.RETRY_AFTER_CAP_S + C.RESUME_JITTER_S
+    waits = [retry._wait(state(TransientError("503"), 6)) for _ in range(200)]
+    assert min(waits) >= 0 and max(waits) <= C.BACKOFF_INITIAL_S * 2 ** 5
+    assert max(waits) > C.BACKOFF_INITIAL_S * 2 ** 3  # grows with the attempt number
