@@ -19,6 +19,7 @@ from datafactory.config.spec import Key, check_section, non_negative, positive
 from datafactory.config.suggest import closest
 from datafactory.config.yamlio import Located, load_yaml
 from datafactory.errors import ConfigError
+from datafactory.io.readers import detect_format
 
 PROVIDER_KINDS = ("openai", "zhipuai")
 TRANSPORTS = ("http", "sdk")
@@ -307,7 +308,7 @@ def _str_map(loc: Located, value: dict[str, Any], path: str) -> dict[str, str]:
 def _resolve_input(value: str, base: Path) -> str:
     candidate = (base / value) if not Path(value).is_absolute() else Path(value)
     # a path that exists locally (or looks like a file) is local; anything else is a hub id
-    if candidate.exists() or Path(value).suffix.lower() in (".jsonl", ".json", ".csv", ".parquet", ".ndjson"):
+    if candidate.exists() or detect_format(value) is not None:
         return str(candidate)
     return value
 

@@ -19,7 +19,7 @@ from datafactory.engine.cache import Cache
 from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import NoProgress, Progress, auto_progress
 from datafactory.engine.ratelimit import Limits
-from datafactory.engine.requester import Requester, estimate_tokens
+from datafactory.engine.requester import Requester, estimate_tokens, expected_completion_tokens
 from datafactory.engine.scheduler import Scheduler
 from datafactory.engine.stats import Stats
 from datafactory.errors import InputError
@@ -90,6 +90,15 @@ def _preflight_input(pipe: Pipeline) -> None:
         raise InputError("input has no rows", file=inp.path)
 
 
+def _prepare(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> tuple[Pipeline, str]:
+    """Everything checked before any work: config, API key (registered for redaction), input."""
+    pipe = _as_pipeline(pipeline, overrides)
+    key = api_key_for(pipe.provider)
+    register_secret(key)
+    _preflight_input(pipe)
+    return pipe, key
+
+
 def augment(pipeline: Pipeline | str | Path, *, progress: Progress | None = None, quiet: bool = True,
             **overrides: Any) -> Stats:
     """Run a pipeline: every input row ends in ``data/`` or ``rejects.jsonl`` of the run dir.
@@ -99,10 +108,7 @@ def augment(pipeline: Pipeline | str | Path, *, progress: Progress | None = None
     signal stopped it early. ``overrides`` are the CLI flags: input, output, limit, concurrency, rpm, tpm,
     provider, model, base_url.
     """
-    pipe = _as_pipeline(pipeline, overrides)
-    key = api_key_for(pipe.provider)
-    register_secret(key)
-    _preflight_input(pipe)
+    pipe, key = _prepare(pipeline, overrides)
     coro = _run(pipe, key, progress or (NoProgress() if quiet else auto_progress()))
     try:
         asyncio.get_running_loop()
@@ -117,10 +123,7 @@ def augment(pipeline: Pipeline | str | Path, *, progress: Progress | None = None
 async def augment_async(pipeline: Pipeline | str | Path, *, progress: Progress | None = None,
                         **overrides: Any) -> Stats:
     """``augment`` for async callers: runs on the caller's event loop (no signal handling)."""
-    pipe = _as_pipeline(pipeline, overrides)
-    key = api_key_for(pipe.provider)
-    register_secret(key)
-    await asyncio.to_thread(_preflight_input, pipe)
+    pipe, key = await asyncio.to_thread(_prepare, pipeline, overrides)
     return await _run(pipe, key, progress or NoProgress(), handle_signals=False)
 
 
@@ -232,10 +235,7 @@ def plan(pipeline: Pipeline | str | Path, *, show: int = 3, **overrides: Any) ->
     """Render a few prompts, count rows, estimate tokens and cost. Needs no API key; sends nothing."""
     pipe = _as_pipeline(pipeline, overrides)
     inp = pipe.input
-    params = pipe.provider.params
-    per_out = int(params.get("max_tokens") or params.get("max_completion_tokens")
-                  or pipe.pricing.expected_output_tokens)
-    n_samples = int(params.get("n", 1))
+    per_request = expected_completion_tokens(pipe)
     result = Plan(rows=0, bad_rows=0, model=pipe.provider.model)
     for _, row in iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset):
         if inp.limit is not None and result.rows + result.bad_rows >= inp.limit:
@@ -248,7 +248,7 @@ def plan(pipeline: Pipeline | str | Path, *, show: int = 3, **overrides: Any) ->
         if len(result.sample_prompts) < show:
             result.sample_prompts.append(messages)
         result.prompt_tokens += estimate_tokens(messages)
-        result.completion_tokens += per_out * n_samples
+        result.completion_tokens += per_request
     result.requests = result.rows
     result.cost_usd = cost(pipe.provider.model, pipe.pricing, result.prompt_tokens, result.completion_tokens)
     return result

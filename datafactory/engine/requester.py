@@ -42,14 +42,20 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
     return int(sum(len(m["content"]) for m in messages) / C.CHARS_PER_TOKEN) + 4 * len(messages)
 
 
+def expected_completion_tokens(pipe: Pipeline) -> int:
+    """Completion tokens one request may cost: max_tokens (or the pricing estimate) × n samples."""
+    params = pipe.provider.params
+    per_sample = int(params.get("max_tokens") or params.get("max_completion_tokens")
+                     or pipe.pricing.expected_output_tokens)
+    return per_sample * int(params.get("n", 1))
+
+
 class Requester:
     def __init__(self, pipe: Pipeline, provider: Provider, cache: Cache, limits: Limits, stats: Stats) -> None:
         self.pipe, self.provider, self.cache, self.limits, self.stats = pipe, provider, cache, limits, stats
         self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,
                         "template": pipe.prompt.fingerprint, "schema": content_hash(pipe.schema)}
-        params = pipe.provider.params
-        self._expected_out = int(params.get("max_tokens") or params.get("max_completion_tokens")
-                                 or pipe.pricing.expected_output_tokens) * int(params.get("n", 1))
+        self._expected_out = expected_completion_tokens(pipe)
 
     def cache_key(self, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
         return content_hash({**self._static, "messages": messages, "params": params})

@@ -72,6 +72,3 @@ class RunDir:
                 fh.write(b"\n")
                 n += 1
         return n
-
-    def data_file(self, name: str) -> Path:
-        return self.data_dir / f"{name}.jsonl"
