@@ -80,6 +80,18 @@ class TransientError(ProviderError):
     """5xx, timeouts, dropped connections, refused connections: worth retrying."""
 
 
+class ConnectionFailed(TransientError):
+    """No HTTP answer at all: refused, DNS failure, reset, disconnected (``status`` is None)."""
+
+
+class RequestTimedOut(TransientError):
+    """The request did not complete within ``timeout_s`` (a total deadline)."""
+
+
+class ServerError(TransientError):
+    """A retryable HTTP status (5xx, 408, 409...); ``status`` says which."""
+
+
 class FatalRequestError(ProviderError):
     """400/403/404/422...: retrying the same request cannot help; the row is rejected."""
 
@@ -89,11 +101,13 @@ class AuthenticationFailed(FatalRequestError, UserError):
 
 
 class BadResponse(TransientError):
-    """Status 200 but the body is not a chat completion (HTML, empty, truncated JSON).
+    """Status 200 but the body is not a chat completion (HTML, empty, truncated JSON, wrong shape).
 
     ``raw`` keeps the start of the body so the reject record can show what came back."""
 
-    raw: str = ""
+    def __init__(self, message: str, *, status: int | None = 200, raw: str = "") -> None:
+        super().__init__(message, status=status)
+        self.raw = raw
 
 
 # ---------------------------------------------------------------- quality errors

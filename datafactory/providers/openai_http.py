@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from datafactory.errors import BadResponse, TransientError
+from datafactory.errors import BadResponse, ConnectionFailed, RequestTimedOut
 from datafactory.providers.base import Completion, completion_from_openai_json, pick_rate_headers
 from datafactory.providers.status import error_for_status
 
@@ -50,19 +50,18 @@ class OpenAIHTTPProvider:
                 status = resp.status
                 headers = resp.headers
         except asyncio.TimeoutError:
-            raise TransientError(f"request timed out after {self._timeout.total:g}s") from None
+            raise RequestTimedOut(f"request timed out after {self._timeout.total:g}s") from None
         except aiohttp.ClientError as exc:
             # refused, reset, server disconnected, payload cut short: all worth retrying
-            raise TransientError(f"connection problem: {type(exc).__name__}: {exc}") from None
+            raise ConnectionFailed(f"connection problem: {type(exc).__name__}: {exc}") from None
         if status >= 400:
             raise error_for_status(status, _error_message(raw), headers)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            err = BadResponse(f"status {status} but the body is not JSON "
-                              f"({headers.get('Content-Type', 'no content type')}, {len(raw)} bytes)", status=status)
-            err.raw = raw[:4000].decode("utf-8", "replace")
-            raise err from None
+            raise BadResponse(f"status {status} but the body is not JSON "
+                              f"({headers.get('Content-Type', 'no content type')}, {len(raw)} bytes)", status=status,
+                              raw=raw[:4000].decode("utf-8", "replace")) from None
         return completion_from_openai_json(data, pick_rate_headers(headers))
 
     async def aclose(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datafactory.errors import BadResponse, TransientError
+from datafactory.errors import BadResponse, ConnectionFailed, RequestTimedOut
 from datafactory.providers.base import Completion, completion_from_openai_json, pick_rate_headers
 from datafactory.providers.status import error_for_status
 
@@ -42,13 +42,12 @@ class OpenAISDKProvider:
         except oa.APIStatusError as exc:
             raise error_for_status(exc.status_code, _message(exc), exc.response.headers) from None
         except oa.APITimeoutError:
-            raise TransientError(f"request timed out after {self._timeout_s:g}s") from None
+            raise RequestTimedOut(f"request timed out after {self._timeout_s:g}s") from None
         except oa.APIConnectionError as exc:
-            raise TransientError(f"connection problem: {type(exc.__cause__ or exc).__name__}") from None
+            raise ConnectionFailed(f"connection problem: {type(exc.__cause__ or exc).__name__}") from None
         except ValueError as exc:  # body is not JSON (HTML error page, empty, cut short)
-            err = BadResponse(f"status 200 but the body is not JSON: {exc}", status=200)
-            err.raw = _body_start(raw)  # kept for the reject record, like the http transport does
-            raise err from None
+            raise BadResponse(f"status 200 but the body is not JSON: {exc}", status=200,
+                              raw=_body_start(raw)) from None
         return completion_from_openai_json(data, headers)
 
     async def aclose(self) -> None:

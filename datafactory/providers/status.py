@@ -12,7 +12,7 @@ from datafactory.errors import (
     FatalRequestError,
     ProviderError,
     RateLimited,
-    TransientError,
+    ServerError,
 )
 from datafactory.secrets import redact
 
@@ -73,5 +73,5 @@ def error_for_status(status: int, message: str, headers: Mapping[str, str] | Non
     if status == 401:
         return AuthenticationFailed(f"{text} — check your API key", status=status)
     if status in RETRYABLE_STATUS or status >= 500:
-        return TransientError(text, status=status)
+        return ServerError(text, status=status)
     return FatalRequestError(text, status=status)

@@ -10,7 +10,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from datafactory.errors import BadResponse, TransientError
+from datafactory.errors import BadResponse, ConnectionFailed, RequestTimedOut
 from datafactory.providers.base import Completion, completion_from_openai_json, pick_rate_headers
 from datafactory.providers.status import error_for_status
 
@@ -44,13 +44,12 @@ class ZhipuProvider:
         except zerr.APIStatusError as exc:
             raise error_for_status(exc.status_code, str(exc)[:500], exc.response.headers) from None
         except zerr.APITimeoutError:
-            raise TransientError(f"request timed out after {self._timeout_s:g}s") from None
+            raise RequestTimedOut(f"request timed out after {self._timeout_s:g}s") from None
         except zerr.APIConnectionError as exc:
-            raise TransientError(f"connection problem: {type(exc.__cause__ or exc).__name__}") from None
+            raise ConnectionFailed(f"connection problem: {type(exc.__cause__ or exc).__name__}") from None
         except ValueError as exc:
-            err = BadResponse(f"status 200 but the body is not JSON: {exc}", status=200)
-            err.raw = _body_start(http)  # kept for the reject record, like the http transport does
-            raise err from None
+            raise BadResponse(f"status 200 but the body is not JSON: {exc}", status=200,
+                              raw=_body_start(http)) from None
         return completion_from_openai_json(data, headers)
 
     async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
