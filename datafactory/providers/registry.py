@@ -13,13 +13,15 @@ from datafactory.providers.base import Provider
 
 
 def _openai(cfg: ProviderConfig, **kw: Any) -> Provider:
+    # OPENAI_BASE_URL as the openai SDK reads it, on both transports (the YAML / --base-url win)
+    base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or None
     if cfg.transport == "sdk":
         from datafactory.providers.openai_sdk import OpenAISDKProvider
 
-        return OpenAISDKProvider(base_url=cfg.base_url, **kw)
+        return OpenAISDKProvider(base_url=base_url, **kw)
     from datafactory.providers.openai_http import OpenAIHTTPProvider
 
-    return OpenAIHTTPProvider(base_url=cfg.base_url, **kw)
+    return OpenAIHTTPProvider(base_url=base_url, **kw)
 
 
 def _zhipu(cfg: ProviderConfig, **kw: Any) -> Provider:
