@@ -19,7 +19,9 @@ def _snapshot(proj):
 
 def test_rerun_of_finished_unchanged_pipeline_sends_zero_requests_and_writes_identical_bytes(make_project, server):
     proj = make_project(rows=12)
-    server.set_fault_fn(lambda i, body: Fault(status=400) if qid_of(body) == "q00003" else None)
+    # a content reject is final (a setup reject such as a 400 would be asked again: test_reject_reasons)
+    server.set_fault_fn(lambda i, body: Fault(kind="content", content="no JSON")
+                        if qid_of(body) == "q00003" else None)
     first = run_cli("augment", str(proj.pipeline), "--quiet")
     assert first.returncode == 0, first.stderr
     before = _snapshot(proj)
@@ -32,7 +34,7 @@ def test_rerun_of_finished_unchanged_pipeline_sends_zero_requests_and_writes_ide
     assert _snapshot(proj) == before
     stats = proj.stats()
     assert stats["rows_skipped_already_done"] == 12 and stats["requests_sent"] == 0
-    assert stats["run_totals"] == {"written": 11, "rejected": {"http_400": 1}}
+    assert stats["run_totals"] == {"written": 11, "rejected": {"invalid_json": 1}}
     assert "requests: 0" in second.stdout and "(11 rows in total)" in second.stdout
     proj.assert_accounted()
 

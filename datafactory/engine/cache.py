@@ -20,10 +20,9 @@ from typing import Any
 
 import orjson
 
+from datafactory.engine.reasons import asked_again_on_rerun
 from datafactory.errors import DiskWriteError
 
-# reject reasons of requests that never got a usable answer: a rerun asks again
-RETRY_ON_RERUN = ("request_failed", "rate_limited", "bad_response")
 SQLITE_FULL = 13
 SQLITE_IOERR = 10
 
@@ -47,6 +46,14 @@ def _disk_error(exc: sqlite3.Error, path: Path) -> Exception:
     return exc
 
 
+def _asked_again(reason: str | None) -> bool:
+    try:
+        return asked_again_on_rerun(reason or "")
+    except KeyError:
+        # a code no table knows (a run dir from another version): keep it, never pay for it again
+        return False
+
+
 class Cache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -54,6 +61,9 @@ class Cache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        # the reason table lives in Python (engine/reasons.py); SQLite asks it for each reject it finds,
+        # so a run dir written by an older version follows today's classes
+        self._db.create_function("asked_again", 1, _asked_again, deterministic=True)
 
     def close(self) -> None:
         self._db.close()
@@ -79,13 +89,13 @@ class Cache:
 
     # ---------------------------------------------------------------- outcomes
     def is_done(self, fingerprint: str, row_key: str) -> bool:
-        """A row is done when it has an outcome — unless that outcome is a request that failed after
-        all retries (5xx storm, rate limit, broken bodies): nothing was paid for it, so a rerun tries again."""
-        marks = ",".join("?" * len(RETRY_ON_RERUN))
+        """A row is done when it has an outcome — unless that outcome is a reject a rerun asks again
+        (``reasons.asked_again_on_rerun``: a transient failure after all retries, or a setup problem such
+        as a wrong model or URL that the user may have fixed since). Content and input rejects stay."""
         return self._db.execute(
-            f"SELECT 1 FROM outcomes WHERE fingerprint = ? AND row_key = ? "  # noqa: S608 - placeholders only
-            f"AND NOT (ok = 0 AND reason IN ({marks})) LIMIT 1",
-            (fingerprint, row_key, *RETRY_ON_RERUN)).fetchone() is not None
+            "SELECT 1 FROM outcomes WHERE fingerprint = ? AND row_key = ? "
+            "AND NOT (ok = 0 AND asked_again(reason)) LIMIT 1",
+            (fingerprint, row_key)).fetchone() is not None
 
     def commit_row(self, fingerprint: str, row_key: str, seq: int,
                    samples: list[tuple[bool, str | None, dict[str, Any]]]) -> None:
