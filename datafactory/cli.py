@@ -164,16 +164,16 @@ def _build_info(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _train_eval(args: argparse.Namespace, argv: list[str]) -> int:
+    from datafactory.errors import Interrupted
     from datafactory.train.pipeline import summarize, train_eval
-    from datafactory.train.subproc import Interrupted
 
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
     try:
         result = train_eval(args.recipe, stages=args.stages, limit=limit, output_dir=args.output_dir,
                             force=args.force, show_progress=False if args.no_progress else None)
-    except Interrupted as exc:
+    except Interrupted as exc:  # the message has no prefix of its own
         print(f"interrupted: {exc}", file=sys.stderr)
-        return 130
+        return 128 + exc.signum  # 130 Ctrl-C, 143 SIGTERM
     print(summarize(result))
     return 0
 

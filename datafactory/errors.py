@@ -4,9 +4,43 @@ Callers (the retry layer, the CLI) decide by *type*, never by message text:
 ``RateLimited`` and ``TransientError`` are retried, ``FatalRequestError`` fails one row,
 ``AuthenticationFailed`` stops the run, everything under ``UserError`` is printed without a
 traceback.
+Every exception class of datafactory is defined here and gets its context through its constructor
+(``tests/test_error_tree.py`` fails otherwise)::
+
+    DatafactoryError
+    ├── UserError                       printed without a traceback, exit 1
+    │   ├── ConfigError(file, key, line, suggestion)
+    │   ├── InputError(file, line)
+    │   ├── MissingApiKey
+    │   ├── RunLocked
+    │   ├── UnknownName
+    │   ├── DiskWriteError
+    │   ├── DatasetInfoClash(names)     a dataset name registered with another meaning
+    │   ├── TrainExtraMissing(missing)  torch / LLaMA-Factory / lm-eval not installed
+    │   ├── NoCheckpoint(train_dir)     training left no checkpoint to select
+    │   ├── Interrupted(what, log_path, signum)   Ctrl-C / SIGTERM stopped a child process
+    │   └── ChildProcessFailed(command, returncode, log_path)
+    │       ├── TrainFailed             llamafactory-cli train / export
+    │       └── EvalFailed              lm-eval (in this process or its child)
+    │           └── OfflineTaskError    a task that cannot run from local files
+    ├── ProviderError(status)
+    │   ├── RateLimited(retry_after)
+    │   ├── TransientError
+    │   │   ├── ConnectionFailed
+    │   │   ├── RequestTimedOut
+    │   │   ├── ServerError
+    │   │   └── BadResponse(raw)
+    │   └── FatalRequestError
+    │       └── AuthenticationFailed    (also a UserError)
+    ├── RequestFailed(error, attempts)  a request that ended in a ProviderError, after retries
+    ├── ValidationFailed(reason)
+    └── Unfit                           a data file LLaMA-Factory could not load as it is
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 class DatafactoryError(Exception):
@@ -117,3 +151,74 @@ class ValidationFailed(DatafactoryError):
     def __init__(self, message: str, *, reason: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+
+class RequestFailed(DatafactoryError):
+    """A request that ended in an error; carries the provider error and how many attempts it took."""
+
+    def __init__(self, error: ProviderError, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+
+# ---------------------------------------------------------------- dataset files
+class Unfit(DatafactoryError):
+    """The file cannot be registered as it is; ``str(exc)`` is the reason, naming file[:line]."""
+
+
+class DatasetInfoClash(UserError):
+    """A dataset name is already registered with an entry that means something else."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        self.names = names
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------- train / evaluate
+class TrainExtraMissing(UserError):
+    """torch / LLaMA-Factory / lm-eval are not installed in this environment; ``missing`` names them."""
+
+    def __init__(self, message: str, *, missing: list[str] | None = None) -> None:
+        self.missing = list(missing or [])
+        super().__init__(message)
+
+
+class NoCheckpoint(UserError):
+    """Training left no checkpoint that can be selected (no trainer_state.json, no eval_loss...)."""
+
+    def __init__(self, message: str, *, train_dir: str | os.PathLike[str] | None = None) -> None:
+        self.train_dir = Path(train_dir) if train_dir is not None else None
+        super().__init__(message)
+
+
+class Interrupted(UserError):
+    """Ctrl-C (``signum`` 2) or SIGTERM (15) stopped a child process; ``what`` it was, ``log_path`` its log."""
+
+    def __init__(self, message: str, *, what: str = "", log_path: str | os.PathLike[str] | None = None,
+                 signum: int = 2) -> None:
+        self.what, self.signum = what, signum
+        self.log_path = Path(log_path) if log_path is not None else None
+        super().__init__(message)
+
+
+class ChildProcessFailed(UserError):
+    """A child process (LLaMA-Factory, lm-eval) failed; the message holds the hint and the error line."""
+
+    def __init__(self, message: str, *, command: str | None = None, returncode: int | None = None,
+                 log_path: str | os.PathLike[str] | None = None) -> None:
+        self.command, self.returncode = command, returncode
+        self.log_path = Path(log_path) if log_path is not None else None
+        super().__init__(message)
+
+
+class TrainFailed(ChildProcessFailed):
+    """``llamafactory-cli train`` or ``export`` exited with an error."""
+
+
+class EvalFailed(ChildProcessFailed):
+    """lm-eval could not evaluate a model (in this process, or its child exited with an error)."""
+
+
+class OfflineTaskError(EvalFailed):
+    """The requested task cannot be run from local files."""

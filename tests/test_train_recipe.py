@@ -18,15 +18,17 @@ from typing import Any
 
 import pytest
 
-from datafactory.errors import ConfigError, UnknownName, UserError
-from datafactory.evaluate.lm_eval_runner import EvalFailed, scores_from_results
+from datafactory.errors import ConfigError, EvalFailed, Interrupted, NoCheckpoint, UnknownName, UserError
+from datafactory.evaluate.lm_eval_runner import scores_from_results
 from datafactory.evaluate.report import build_report, compare, render_markdown
-from datafactory.train import check, llamafactory_yaml
+from datafactory.proc import extras as check
+from datafactory.proc.child import ProcResult, run_streaming
+from datafactory.proc.failure import explain_failure
+from datafactory.train import llamafactory_yaml
 from datafactory.train.recipe import Recipe, load_recipe
-from datafactory.train.runner import StepProgress, explain_failure
-from datafactory.train.select import NoCheckpoint, select_best
+from datafactory.train.runner import LF_HINTS, StepProgress
+from datafactory.train.select import select_best
 from datafactory.train.stages import parse_stages
-from datafactory.train.subproc import Interrupted, ProcResult, run_streaming
 
 HAS_LF = importlib.util.find_spec("llamafactory") is not None
 
@@ -364,7 +366,7 @@ def test_step_progress_follows_the_training_bar_only() -> None:
 ])
 def test_failures_are_mapped_to_hints(tmp_path: Path, line: str, needle: str) -> None:
     result = ProcResult(1, 1.0, tmp_path / "train.log", ["Traceback ...", line])
-    msg = explain_failure(result, "llamafactory-cli train")
+    msg = explain_failure(result, "llamafactory-cli train", LF_HINTS)
     assert needle in msg and str(tmp_path / "train.log") in msg and "exit 1" in msg
 
 
@@ -391,8 +393,10 @@ def test_ctrl_c_and_sigterm_stop_the_child(tmp_path: Path, sig: signal.Signals) 
         os.kill(os.getpid(), sig)
 
     threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(Interrupted, match="Run the same command again"):
+    with pytest.raises(Interrupted, match="Run the same command again") as info:
         run_streaming([sys.executable, "-c", code], log_path=tmp_path / "c.log")
+    assert info.value.signum == sig and info.value.log_path == tmp_path / "c.log"
+    assert not str(info.value).startswith("interrupted")  # the CLI adds that prefix once
     child = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)

@@ -15,20 +15,11 @@ from datafactory.engine.cache import Cache
 from datafactory.engine.ratelimit import Limits
 from datafactory.engine.retry import with_retries
 from datafactory.engine.stats import Stats
-from datafactory.errors import ProviderError, RateLimited
+from datafactory.errors import ProviderError, RateLimited, RequestFailed
 from datafactory.providers.base import Completion, Provider
 from datafactory.providers.pricing import cost
 from datafactory.providers.status import parse_reset
 from datafactory.record import content_hash
-
-
-class RequestFailed(Exception):
-    """A request that ended in an error; carries the provider error and how many attempts it took."""
-
-    def __init__(self, error: ProviderError, attempts: int) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.attempts = attempts
 
 
 @dataclass(slots=True)

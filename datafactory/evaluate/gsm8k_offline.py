@@ -19,15 +19,11 @@ from typing import Any
 
 import yaml
 
-from datafactory.errors import UserError
+from datafactory.errors import OfflineTaskError
 from datafactory.io.atomic import atomic_write_text
-from datafactory.train.lf_introspect import package_dir
+from datafactory.proc.extras import package_dir
 
 TASK_FAMILY_DIR = ("tasks", "gsm8k")
-
-
-class OfflineTaskError(UserError):
-    """The requested task cannot be run from local files."""
 
 
 def builtin_task_files() -> dict[str, Path]:

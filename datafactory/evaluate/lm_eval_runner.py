@@ -15,48 +15,34 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from datafactory.errors import UserError
+from datafactory.errors import EvalFailed, UserError
 from datafactory.evaluate.gsm8k_offline import OFFLINE_ENV, write_offline_tasks
+from datafactory.evaluate.job import EvalJob
 from datafactory.io.atomic import atomic_write_text
+from datafactory.proc.progress import LineProgress
+
+__all__ = ["EvalJob", "evaluate", "run_eval", "scores_from_results", "RequestProgress"]
 
 FILTERS = ("strict-match", "flexible-extract")
 METRIC = "exact_match"
+_REQUESTS = re.compile(r"Running (\w+) requests?:?\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)")
 
 
-class EvalFailed(UserError):
-    """lm-eval could not evaluate a model."""
+class RequestProgress(LineProgress):
+    """lm-eval's ``Running generate_until requests: 40%|...| 2/5`` bars."""
 
-
-@dataclass
-class EvalJob:
-    """Everything one lm-eval run needs; JSON-serialisable so it can be handed to a child process."""
-
-    model_path: str
-    tasks: list[str] = field(default_factory=lambda: ["gsm8k"])
-    num_fewshot: int | None = 5
-    limit: float | None = None
-    apply_chat_template: bool = False
-    backend: str = "hf"
-    batch_size: int | str = 8
-    gen_kwargs: dict[str, Any] | None = None
-    model_args: dict[str, Any] = field(default_factory=dict)
-    device: str | None = None
-    trust_remote_code: bool = False
-    offline_data: dict[str, str] | None = None
-    task_dir: str | None = None  # where offline task YAMLs are written
-    seed: int = 1234
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvalJob:
-        return cls(**data)
+    def feed(self, line: str) -> bool:
+        m = _REQUESTS.search(line)
+        if m is None:
+            return False
+        self.total, self.completed, self.status = int(m.group(3)), int(m.group(2)), m.group(1)
+        return True
 
 
 def model_spec(job: EvalJob) -> tuple[str, dict[str, Any]]:
@@ -160,17 +146,15 @@ def scores_from_results(results: dict[str, Any], tasks: list[str]) -> dict[str, 
 
 # ------------------------------------------------------------------------------ child process
 def run_eval(job: EvalJob, *, out_path: Path, log_path: Path, cuda: bool, show_progress: bool = True,
-             label: str = "eval") -> dict[str, Any]:
-    """Run :func:`evaluate` in a child process; the scores are written to ``out_path`` and returned."""
-    from datafactory.train.check import require_train_extra
-    from datafactory.train.runner import (
-        RequestProgress,
-        TrainFailed,
-        child_env,
-        explain_failure,
-        progress_display,
-    )
-    from datafactory.train.subproc import run_streaming
+             label: str = "eval", env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run :func:`evaluate` in a child process; the scores are written to ``out_path`` and returned.
+
+    ``env`` is added to the child's environment (e.g. ``HF_HUB_OFFLINE=1``); a failure raises
+    :class:`~datafactory.errors.EvalFailed`."""
+    from datafactory.proc.child import child_env, run_streaming
+    from datafactory.proc.extras import require_train_extra
+    from datafactory.proc.failure import explain_failure
+    from datafactory.proc.progress import progress_display
 
     require_train_extra(("torch", "lm_eval"), purpose="lm-eval evaluation")
     if job.backend == "vllm":
@@ -179,12 +163,15 @@ def run_eval(job: EvalJob, *, out_path: Path, log_path: Path, cuda: bool, show_p
     job_path = out_path.with_suffix(".job.json")
     atomic_write_text(job_path, json.dumps({"job": job.to_dict(), "out": str(out_path)}, indent=2))
     out_path.unlink(missing_ok=True)
-    env = child_env(cuda=cuda, extra=OFFLINE_ENV if job.offline_data else None)
+    extra = {**(OFFLINE_ENV if job.offline_data else {}), **(env or {})}
     cmd = [sys.executable, "-m", "datafactory.evaluate.lm_eval_runner", str(job_path)]
+    what = f"lm-eval ({label})"
     with progress_display(label, RequestProgress(), enabled=show_progress) as on_line:
-        result = run_streaming(cmd, log_path=log_path, env=env, on_line=on_line, what=f"lm-eval ({label})")
+        result = run_streaming(cmd, log_path=log_path, env=child_env(cuda=cuda, extra=extra), on_line=on_line,
+                               what=what)
     if not result.ok or not out_path.is_file():
-        raise TrainFailed(explain_failure(result, f"lm-eval on {job.model_path}"))
+        raise EvalFailed(explain_failure(result, f"lm-eval on {job.model_path}"), command=what,
+                         returncode=result.returncode, log_path=result.log_path)
     data: dict[str, Any] = json.loads(out_path.read_text(encoding="utf-8"))
     return data
 

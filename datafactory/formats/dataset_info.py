@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from datafactory.constants import DATASET_INFO
-from datafactory.errors import ConfigError, InputError, UserError
+from datafactory.errors import ConfigError, DatasetInfoClash, InputError, UserError
 from datafactory.formats.detect import Detection, detect_file
 from datafactory.formats.sampling import SUPPORTED_SUFFIXES, UNSUPPORTED_SUFFIXES, is_save_to_disk_dir
 from datafactory.io.atomic import atomic_write_text
@@ -50,14 +50,6 @@ _ALPACA_COLUMNS = ("prompt", "query", "response", "history", *_COMMON_COLUMNS)
 _SHAREGPT_COLUMNS = ("messages", *_COMMON_COLUMNS)
 _TAG_DEFAULTS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
-
-
-class DatasetInfoClash(UserError):
-    """A dataset name is already registered with an entry that means something else."""
-
-    def __init__(self, message: str, names: list[str]) -> None:
-        self.names = names
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from datafactory.errors import InputError
+from datafactory.errors import InputError, Unfit
 from datafactory.io.readers import BadRow, iter_rows
 
 # extension -> how we read it (LLaMA-Factory's FILEEXT2TYPE: arrow, csv, json, jsonl, parquet, txt)
@@ -30,10 +30,6 @@ FULL_SCAN_BYTES = 256 * 2**20
 
 # what pandas' read_csv (used by the datasets csv builder) turns into a number or a bool
 _NUMERIC = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^(true|false|True|False|TRUE|FALSE)$")
-
-
-class Unfit(Exception):
-    """The file cannot be registered as it is; ``str(exc)`` is the reason, naming file[:line]."""
 
 
 @dataclass(slots=True)

@@ -11,19 +11,9 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.util
 from pathlib import Path
 
-
-def package_dir(name: str) -> Path | None:
-    """Directory of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+from datafactory.proc.extras import package_dir
 
 
 def _parse(path: Path) -> ast.Module | None:

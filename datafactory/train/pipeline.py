@@ -26,7 +26,7 @@ import yaml
 
 from datafactory.errors import RunLocked, UserError
 from datafactory.io.atomic import atomic_write_text
-from datafactory.train import check
+from datafactory.proc import extras as check
 from datafactory.train import stages as st
 from datafactory.train.recipe import Recipe, load_recipe, recipe_from_dict
 from datafactory.train.stages import STAGES, RunLayout

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from datafactory.config.yamlio import Located, load_yaml
-from datafactory.train.recipe_fields import Field, check_section, coerce, reject_unknown, show
+from datafactory.evaluate.job import EvalJob
+from datafactory.train.recipe_fields import Field, check_section, coerce, reject_unknown, show, with_defaults
 
 STAGES = ("sft", "dpo")
 METHODS = ("lora", "qlora", "full", "freeze")
@@ -36,65 +37,6 @@ BACKENDS = ("hf", "vllm")
 # learning rates that work out of the box (LLaMA-Factory's examples use the same orders of magnitude)
 DEFAULT_LR = {("sft", "lora"): 1e-4, ("sft", "qlora"): 1e-4, ("sft", "full"): 1e-5, ("sft", "freeze"): 1e-5,
               ("dpo", "lora"): 5e-6, ("dpo", "qlora"): 5e-6, ("dpo", "full"): 1e-6, ("dpo", "freeze"): 1e-6}
-
-
-MODEL_FIELDS = {
-    "name_or_path": Field("str"),
-    "template": Field("str"),
-    "trust_remote_code": Field("bool", False),
-}
-DATA_FIELDS = {
-    "dataset_dir": Field("path"),
-    "datasets": Field("strlist"),
-    "max_samples": Field("int", None, minimum=1),
-    "preprocessing_num_workers": Field("int", None, minimum=1),
-}
-TRAIN_FIELDS = {
-    "stage": Field("str", "sft", STAGES),
-    "method": Field("str", "lora", METHODS),
-    "cutoff_len": Field("int", 1024, minimum=16),
-    "learning_rate": Field("float", None, minimum=0.0),
-    "num_train_epochs": Field("float", 3.0, minimum=0.0),
-    "max_steps": Field("int", None, minimum=1),
-    "per_device_train_batch_size": Field("int", 1, minimum=1),
-    "per_device_eval_batch_size": Field("int", None, minimum=1),
-    "gradient_accumulation_steps": Field("int", 8, minimum=1),
-    "lora_rank": Field("int", 8, minimum=1),
-    "lora_alpha": Field("int", None, minimum=1),
-    "lora_dropout": Field("float", 0.0, minimum=0.0),
-    "lora_target": Field("strlist", ["all"]),
-    "freeze_trainable_layers": Field("int", 2),
-    "quantization_bit": Field("int", 4, (4, 8)),
-    "val_size": Field("number", 0.1, minimum=0.0),
-    "eval_steps": Field("int", 50, minimum=1),
-    "save_steps": Field("int", None, minimum=1),
-    "logging_steps": Field("int", None, minimum=1),
-    "save_total_limit": Field("int", None, minimum=1),
-    "warmup_ratio": Field("float", 0.1, minimum=0.0),
-    "lr_scheduler_type": Field("str", "cosine"),
-    "pref_beta": Field("float", 0.1, minimum=0.0),
-    "pref_loss": Field("str", "sigmoid"),
-    "seed": Field("int", 42),
-    "precision": Field("str", "auto", PRECISIONS),
-    "deepspeed": Field("file", None),
-}
-EVAL_FIELDS = {
-    "tasks": Field("strlist", ["gsm8k"]),
-    "num_fewshot": Field("int", 5, minimum=0),
-    "limit": Field("number", None, minimum=0.0),
-    "apply_chat_template": Field("bool", True),
-    "backend": Field("str", "hf", BACKENDS),
-    "batch_size": Field("int_or_auto", 8),
-    "gen_kwargs": Field("dict", None),
-    "model_args": Field("dict", {}),
-    "offline_data": Field("dict", None),
-    "device": Field("str", None),
-}
-TOP_FIELDS = {"model": MODEL_FIELDS, "data": DATA_FIELDS, "train": TRAIN_FIELDS, "eval": EVAL_FIELDS,
-              "output_dir": Field("path"), "overrides": Field("dict", {})}
-OPTIONAL_SECTIONS = ("train", "eval")
-LORA_ONLY = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
-DPO_ONLY = ("pref_beta", "pref_loss")
 
 
 @dataclass
@@ -118,27 +60,32 @@ class DataSpec:
 
 @dataclass
 class TrainSpec:
-    """Stage, method and hyper-parameters (see ``TRAIN_FIELDS`` for defaults)."""
+    """Stage, method and hyper-parameters: the only home of their defaults.
+
+    ``None`` in a derived field means "pick it from the others" (:meth:`__post_init__`): the learning
+    rate from ``DEFAULT_LR`` by stage and method, ``lora_alpha`` = 2 × ``lora_rank``, the eval batch
+    size = the train batch size, ``save_steps`` = ``eval_steps``, ``logging_steps`` = min(10, eval_steps).
+    """
 
     stage: str = "sft"
     method: str = "lora"
     cutoff_len: int = 1024
-    learning_rate: float = 1e-4
+    learning_rate: float | None = None
     num_train_epochs: float = 3.0
     max_steps: int | None = None
     per_device_train_batch_size: int = 1
-    per_device_eval_batch_size: int = 1
+    per_device_eval_batch_size: int | None = None
     gradient_accumulation_steps: int = 8
     lora_rank: int = 8
-    lora_alpha: int = 16
+    lora_alpha: int | None = None
     lora_dropout: float = 0.0
     lora_target: list[str] = field(default_factory=lambda: ["all"])
     freeze_trainable_layers: int = 2
     quantization_bit: int = 4
     val_size: float = 0.1
     eval_steps: int = 50
-    save_steps: int = 50
-    logging_steps: int = 10
+    save_steps: int | None = None
+    logging_steps: int | None = None
     save_total_limit: int | None = None
     warmup_ratio: float = 0.1
     lr_scheduler_type: str = "cosine"
@@ -148,26 +95,46 @@ class TrainSpec:
     precision: str = "auto"
     deepspeed: Path | None = None
 
+    def __post_init__(self) -> None:
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LR[(self.stage, self.method)]
+        if self.lora_alpha is None:
+            self.lora_alpha = 2 * self.lora_rank
+        if self.per_device_eval_batch_size is None:
+            self.per_device_eval_batch_size = self.per_device_train_batch_size
+        if self.save_steps is None:
+            self.save_steps = self.eval_steps
+        if self.logging_steps is None:
+            self.logging_steps = min(10, self.eval_steps)
+
     @property
     def uses_adapter(self) -> bool:
         """True for LoRA/QLoRA: the checkpoint is an adapter that must be merged into the base."""
         return self.method in ("lora", "qlora")
 
 
+def _job_default(name: str) -> Any:
+    """The default of :class:`EvalJob`'s field ``name``, as a dataclass field (its one home)."""
+    f = EvalJob.__dataclass_fields__[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return field(default_factory=f.default_factory)
+    return field(default=f.default)
+
+
 @dataclass
 class EvalSpec:
-    """lm-eval settings for the base-vs-tuned comparison."""
+    """lm-eval settings for the base-vs-tuned comparison; defaults are :class:`EvalJob`'s."""
 
-    tasks: list[str] = field(default_factory=lambda: ["gsm8k"])
-    num_fewshot: int = 5
-    limit: float | None = None
-    apply_chat_template: bool = True
-    backend: str = "hf"
-    batch_size: int | str = 8
-    gen_kwargs: dict[str, Any] | None = None
-    model_args: dict[str, Any] = field(default_factory=dict)
-    offline_data: dict[str, Path] | None = None  # {"train": jsonl, "test": jsonl}: no Hub access
-    device: str | None = None
+    tasks: list[str] = _job_default("tasks")
+    num_fewshot: int = _job_default("num_fewshot")
+    limit: float | None = _job_default("limit")
+    apply_chat_template: bool = _job_default("apply_chat_template")
+    backend: str = _job_default("backend")
+    batch_size: int | str = _job_default("batch_size")
+    gen_kwargs: dict[str, Any] | None = _job_default("gen_kwargs")
+    model_args: dict[str, Any] = _job_default("model_args")
+    offline_data: dict[str, Path] | None = _job_default("offline_data")  # {"train": jsonl, "test": jsonl}
+    device: str | None = _job_default("device")
 
 
 @dataclass
@@ -188,6 +155,66 @@ class Recipe:
         skip = ("source", "warnings")
         raw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         return _plain(raw)
+
+
+# how each key is checked; the defaults come from the dataclasses above (with_defaults)
+MODEL_FIELDS = with_defaults(ModelSpec, {
+    "name_or_path": Field("str"),
+    "template": Field("str"),
+    "trust_remote_code": Field("bool"),
+})
+DATA_FIELDS = with_defaults(DataSpec, {
+    "dataset_dir": Field("path"),
+    "datasets": Field("strlist"),
+    "max_samples": Field("int", minimum=1),
+    "preprocessing_num_workers": Field("int", minimum=1),
+})
+TRAIN_FIELDS = with_defaults(TrainSpec, {
+    "stage": Field("str", choices=STAGES),
+    "method": Field("str", choices=METHODS),
+    "cutoff_len": Field("int", minimum=16),
+    "learning_rate": Field("float", minimum=0.0),
+    "num_train_epochs": Field("float", minimum=0.0),
+    "max_steps": Field("int", minimum=1),
+    "per_device_train_batch_size": Field("int", minimum=1),
+    "per_device_eval_batch_size": Field("int", minimum=1),
+    "gradient_accumulation_steps": Field("int", minimum=1),
+    "lora_rank": Field("int", minimum=1),
+    "lora_alpha": Field("int", minimum=1),
+    "lora_dropout": Field("float", minimum=0.0),
+    "lora_target": Field("strlist"),
+    "freeze_trainable_layers": Field("int"),
+    "quantization_bit": Field("int", choices=(4, 8)),
+    "val_size": Field("number", minimum=0.0),
+    "eval_steps": Field("int", minimum=1),
+    "save_steps": Field("int", minimum=1),
+    "logging_steps": Field("int", minimum=1),
+    "save_total_limit": Field("int", minimum=1),
+    "warmup_ratio": Field("float", minimum=0.0),
+    "lr_scheduler_type": Field("str"),
+    "pref_beta": Field("float", minimum=0.0),
+    "pref_loss": Field("str"),
+    "seed": Field("int"),
+    "precision": Field("str", choices=PRECISIONS),
+    "deepspeed": Field("file"),
+})
+EVAL_FIELDS = with_defaults(EvalSpec, {
+    "tasks": Field("strlist"),
+    "num_fewshot": Field("int", minimum=0),
+    "limit": Field("number", minimum=0.0),
+    "apply_chat_template": Field("bool"),
+    "backend": Field("str", choices=BACKENDS),
+    "batch_size": Field("int_or_auto"),
+    "gen_kwargs": Field("dict"),
+    "model_args": Field("dict"),
+    "offline_data": Field("dict"),
+    "device": Field("str"),
+})
+TOP_FIELDS = {"model": MODEL_FIELDS, "data": DATA_FIELDS, "train": TRAIN_FIELDS, "eval": EVAL_FIELDS,
+              "output_dir": Field("path"), "overrides": Field("dict", {})}
+OPTIONAL_SECTIONS = ("train", "eval")
+LORA_ONLY = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
+DPO_ONLY = ("pref_beta", "pref_loss")
 
 
 def _plain(value: Any) -> Any:
@@ -273,24 +300,15 @@ def _model_path(loc: Located, recipe: Recipe, base: Path) -> None:
 def _finish_train(loc: Located, values: dict[str, Any], raw: dict[str, Any],
                   warnings: list[str]) -> TrainSpec:
     stage, method = values["stage"], values["method"]
-    if values["learning_rate"] is None:
-        values["learning_rate"] = DEFAULT_LR[(stage, method)]
-    if values["lora_alpha"] is None:
-        values["lora_alpha"] = 2 * values["lora_rank"]
-    if values["per_device_eval_batch_size"] is None:
-        values["per_device_eval_batch_size"] = values["per_device_train_batch_size"]
     eval_steps = values["eval_steps"]
-    if values["save_steps"] is None:
-        values["save_steps"] = eval_steps
-    elif values["save_steps"] % eval_steps:
+    if values["save_steps"] is not None and values["save_steps"] % eval_steps:
         good = max(eval_steps, round(values["save_steps"] / eval_steps) * eval_steps)
         raise loc.error("train.save_steps", f"must be a multiple of eval_steps ({eval_steps}) so every saved "
                         f"checkpoint has an eval_loss to compare; try save_steps: {good}")
-    if values["logging_steps"] is None:
-        values["logging_steps"] = min(10, eval_steps)
     val = values["val_size"]
-    if val <= 0 or (val >= 1 and float(val) != int(val)):
-        raise loc.error("train.val_size", f"must be a fraction in (0, 1) or a whole number of rows >= 1, "
+    # LLaMA-Factory reads 1 as the fraction 1.0 (everything), which the split refuses
+    if val <= 0 or (val >= 1 and float(val) != int(val)) or val == 1:
+        raise loc.error("train.val_size", f"must be a fraction in (0, 1) or a whole number of rows >= 2, "
                         f"got {val}; "
                         "a validation split is needed for eval_loss and picking the best checkpoint")
     if method not in ("lora", "qlora"):

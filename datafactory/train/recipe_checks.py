@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from datafactory.config.suggest import closest
 from datafactory.config.yamlio import Located
-from datafactory.train import check, lf_introspect
+from datafactory.proc import extras as check
+from datafactory.train import lf_introspect
 
 if TYPE_CHECKING:
     from datafactory.train.recipe import Recipe

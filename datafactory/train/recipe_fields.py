@@ -6,6 +6,7 @@ Every failure is a ConfigError naming file, line and key, with a did-you-mean fo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,27 @@ class Field:
     default: Any = REQUIRED
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+
+
+def with_defaults(spec: type, fields: dict[str, Field]) -> dict[str, Field]:
+    """``fields`` with each default taken from the dataclass ``spec`` (its only home; REQUIRED when it has
+    none). The table must name exactly the dataclass's fields: a key added to one and not the other fails
+    at import."""
+    declared = {f.name: f for f in dataclasses.fields(spec)}
+    if set(declared) != set(fields):
+        raise AssertionError(f"{spec.__name__} fields and the recipe table differ: "
+                             f"{sorted(set(declared) ^ set(fields))}")
+    out = {}
+    for name, checker in fields.items():
+        f = declared[name]
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = REQUIRED
+        out[name] = dataclasses.replace(checker, default=default)
+    return out
 
 
 def reject_unknown(loc: Located, prefix: str, data: dict[str, Any], known: dict[str, Any]) -> None:

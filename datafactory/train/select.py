@@ -15,14 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from datafactory.errors import UserError
+from datafactory.errors import NoCheckpoint
 
 TRAINER_STATE = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-class NoCheckpoint(UserError):
-    """Training left no checkpoint (or no eval loss) to choose from."""
 
 
 @dataclass
@@ -47,10 +43,11 @@ def read_trainer_state(train_dir: Path) -> dict[str, Any]:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise NoCheckpoint(f"cannot read {path}: {exc}") from None
+                raise NoCheckpoint(f"cannot read {path}: {exc}", train_dir=train_dir) from None
             if isinstance(data, dict):
                 return data
-    raise NoCheckpoint(f"no {TRAINER_STATE} in {train_dir}; did training finish? (run the train stage)")
+    raise NoCheckpoint(f"no {TRAINER_STATE} in {train_dir}; did training finish? (run the train stage)",
+                       train_dir=train_dir)
 
 
 def checkpoints(train_dir: Path) -> list[Path]:
@@ -98,8 +95,9 @@ def select_best(train_dir: Path, state: dict[str, Any] | None = None) -> Selecti
     if not saved:
         raise NoCheckpoint(f"training wrote no checkpoint-<step> directory in {train_dir}; "
                            "lower train.save_steps "
-                           "(or raise max_steps / num_train_epochs) so at least one checkpoint is saved")
+                           "(or raise max_steps / num_train_epochs) so at least one checkpoint is saved",
+                           train_dir=train_dir)
     raise NoCheckpoint(f"no checkpoint in {train_dir} has an eval_loss (evaluated steps: "
                        f"{sorted(losses) or 'none'}, saved: {sorted(saved)}); set train.val_size > 0 "
                        "and make "
-                       "save_steps a multiple of eval_steps")
+                       "save_steps a multiple of eval_steps", train_dir=train_dir)

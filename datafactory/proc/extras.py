@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from pathlib import Path
 
-from datafactory.errors import UserError
+from datafactory.errors import TrainExtraMissing
 
 INSTALL_COMMAND = 'pip install -e ".[train]" && python -m datafactory.train.install_fix'
 TRAIN_MODULES = {"torch": "torch", "llamafactory": "llamafactory", "lm_eval": "lm-eval"}
 
 
-class TrainExtraMissing(UserError):
-    """torch / LLaMA-Factory / lm-eval are not installed in this environment."""
+def package_dir(name: str) -> Path | None:
+    """Directory of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _has(module: str) -> bool:
@@ -40,8 +48,7 @@ def require_train_extra(modules: tuple[str, ...] = ("torch", "llamafactory", "lm
         raise TrainExtraMissing(
             f"{purpose} needs the optional [train] extra, but {', '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not installed in this environment. "
-            f"Install it from the datafactory checkout with:\n    {INSTALL_COMMAND}"
-        )
+            f"Install it from the datafactory checkout with:\n    {INSTALL_COMMAND}", missing=missing)
 
 
 @functools.lru_cache(maxsize=1)
