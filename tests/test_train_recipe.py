@@ -86,6 +86,47 @@ def test_minimal_recipe_gets_working_defaults(tmp_path: Path, data_dir: Path) ->
     assert r.warnings == []
 
 
+def _defaults(spec: type) -> dict[str, Any]:
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(spec):
+        if f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+    return out
+
+
+def test_each_recipe_default_lives_in_one_place(tmp_path: Path, data_dir: Path) -> None:
+    """The key tables take their defaults from the spec dataclasses, the eval section from EvalJob, and
+    the checker's result for a minimal recipe is what the dataclasses give on their own."""
+    import dataclasses
+
+    from datafactory.evaluate.job import EvalJob
+    from datafactory.train import recipe as R
+    from datafactory.train.recipe_fields import REQUIRED
+
+    for table, spec in ((R.MODEL_FIELDS, R.ModelSpec), (R.DATA_FIELDS, R.DataSpec),
+                        (R.TRAIN_FIELDS, R.TrainSpec), (R.EVAL_FIELDS, R.EvalSpec)):
+        defaults = _defaults(spec)
+        assert set(table) == {f.name for f in dataclasses.fields(spec)}, spec.__name__
+        for name, checker in table.items():
+            assert checker.default == defaults.get(name, REQUIRED), f"{spec.__name__}.{name}"
+    job = _defaults(EvalJob)
+    for name, value in _defaults(R.EvalSpec).items():
+        assert job[name] == value, f"EvalSpec.{name} = {value!r} but EvalJob.{name} = {job[name]!r}"
+    r = load_recipe(write_recipe(tmp_path, recipe_text(data_dir, tmp_path)))
+    assert r.train == R.TrainSpec() and r.eval == R.EvalSpec()
+    assert R.TrainSpec(stage="dpo", method="full").learning_rate == R.DEFAULT_LR[("dpo", "full")]
+
+
+def test_val_size_of_one_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    # LLaMA-Factory reads 1 as the fraction 1.0: the split would leave nothing to train on
+    err = load_err(tmp_path, recipe_text(data_dir, tmp_path, "train: {val_size: 1}\n"))
+    assert err.key == "train.val_size" and ">= 2" in str(err)
+
+
 def test_yaml_11_exponent_strings_are_numbers(tmp_path: Path, data_dir: Path) -> None:
     r = load_recipe(write_recipe(tmp_path, recipe_text(data_dir, tmp_path, "train: {learning_rate: 2e-5}\n")))
     assert r.train.learning_rate == pytest.approx(2e-5)
