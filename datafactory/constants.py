@@ -30,3 +30,11 @@ DEFAULT_EXPECTED_OUTPUT_TOKENS = 400
 
 # ---- progress
 PLAIN_PROGRESS_INTERVAL_S = 10.0
+
+# ---- replies (engine/process.py)
+# a reject keeps at most this much of the model's reply (start and end, with a marker between)
+REJECT_RAW_CHARS = 12_000
+# a re-ask repeats at most this much of the reply it corrects
+REASK_ECHO_CHARS = 8_000
+# replies longer than this are parsed and validated in a worker thread, off the event loop
+PARSE_OFF_LOOP_CHARS = 64 * 1024

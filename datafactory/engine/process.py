@@ -7,9 +7,13 @@ the reject record ``{id, stage, reason, attempts, last_error, raw_output}`` when
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from datafactory import constants as C
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.gates import build_gates, run_gates
 from datafactory.engine.requester import Requester, RequestFailed
@@ -52,9 +56,27 @@ class Accepted:
 
 def reject(row_id: str, stage: str, reason: str, *, attempts: int = 0, last_error: str = "",
            raw_output: str | None = None) -> Sample:
-    return (False, reason, {"id": row_id, "stage": stage, "reason": reason, "attempts": attempts,
-                            "last_error": redact(last_error)[:2000],
-                            "raw_output": None if raw_output is None else redact(raw_output)})
+    """A reject record. Texts are redacted *before* they are cut (a key straddling the cut would
+    otherwise leave its first characters); a raw output longer than ``C.REJECT_RAW_CHARS`` keeps its
+    start and end around a marker, and ``raw_output_chars`` gives the length it had."""
+    payload: dict[str, Any] = {"id": row_id, "stage": stage, "reason": reason, "attempts": attempts,
+                               "last_error": redact(last_error)[:2000], "raw_output": None}
+    if raw_output is not None:
+        text = redact(raw_output)
+        payload["raw_output"] = shorten(text, C.REJECT_RAW_CHARS)
+        if len(text) > C.REJECT_RAW_CHARS:
+            payload["raw_output_chars"] = len(text)
+    return (False, reason, payload)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` if it fits in ``limit`` characters, else its first two thirds and last third with a
+    marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 3
+    return (f"{text[:head]}\n[... datafactory cut {len(text) - head - tail:,} of {len(text):,} characters ...]\n"
+            f"{text[len(text) - tail:]}")
 
 
 class RowProcessor:
@@ -63,6 +85,8 @@ class RowProcessor:
         self.req = requester
         self.validator = SchemaValidator(pipe.schema)
         self.params = dict(pipe.provider.params)
+        n = self.params.get("n", 1)
+        self.samples = n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
         self.gates = build_gates(pipe) if gates is None else gates
         self.fmt = pipe.output.format
 
@@ -82,15 +106,16 @@ class RowProcessor:
             source[var] = value
         messages = self.pipe.prompt.render(source)
         try:
-            answer = await self.req.ask(messages, self.params)
+            choices, attempts = await self._sample(messages)
         except RequestFailed as failed:
             return [self._request_reject(task.key, failed)]
-        comp = answer.completion
-        multi = len(comp.choices) > 1
+        if not choices:  # only a cache entry nobody can read has none (a live reply without is BadResponse)
+            return [reject(task.key, "request", "bad_response", last_error="the stored response has no choices")]
+        multi = len(choices) > 1
         results: list[Accepted | Sample] = []
-        for i, choice in enumerate(comp.choices):
+        for i, choice in enumerate(choices):
             sample_id = f"{task.key}-{i}" if multi else task.key
-            results.append(await self._accept(sample_id, messages, choice, answer.attempts))
+            results.append(await self._accept(sample_id, messages, choice, attempts))
         if self.fmt in ("preference", "kto"):
             return self._pairs(task.key, source, results)
         out: list[Sample] = []
@@ -99,6 +124,25 @@ class RowProcessor:
         return out
 
     # ------------------------------------------------------------------ request + parse
+    async def _sample(self, messages: list[dict[str, str]]) -> tuple[list[Choice], int]:
+        """The ``n`` samples asked for. Servers that ignore ``n`` (llama.cpp, Ollama; the zhipuai SDK
+        has none) return fewer: the rest is asked for with more requests, each its own cache entry
+        (``variant``), with the seed moved on so a seeded server does not repeat itself."""
+        answer = await self.req.ask(messages, self.params)
+        choices = list(answer.completion.choices)
+        attempts = answer.attempts
+        variant = 0
+        while choices and len(choices) < self.samples and variant < self.samples:
+            variant += 1
+            params = {**self.params, "n": self.samples - len(choices)}
+            seed = params.get("seed")
+            if isinstance(seed, int) and not isinstance(seed, bool):
+                params["seed"] = seed + variant
+            more = await self.req.ask(messages, params, variant=variant)
+            attempts += more.attempts
+            choices.extend(more.completion.choices)
+        return choices[:self.samples], attempts
+
     def _request_reject(self, row_id: str, failed: RequestFailed) -> Sample:
         err = failed.error
         if isinstance(err, AuthenticationFailed):
@@ -121,16 +165,19 @@ class RowProcessor:
             if choice.finish_reason == "length":
                 return reject(sample_id, "parse", "truncated", attempts=attempts, raw_output=choice.text,
                               last_error="the reply hit max_tokens (finish_reason=length); raise max_tokens")
+            if choice.finish_reason == "content_filter":
+                return reject(sample_id, "parse", "content_filter", attempts=attempts, raw_output=choice.text,
+                              last_error="the provider's content filter stopped the reply "
+                                         "(finish_reason=content_filter); it is not used as data")
             try:
-                obj = extract_json_object(choice.text)
-                self.validator.validate(obj)
+                obj = await self._checked(choice.text)
             except ValidationFailed as exc:
                 if reasks_left <= 0:
                     return reject(sample_id, "validate" if exc.reason == "schema_invalid" else "parse",
                                   exc.reason, attempts=attempts, last_error=str(exc), raw_output=choice.text)
                 reasks_left -= 1
-                follow_up = [*messages, {"role": "assistant", "content": choice.text},
-                             {"role": "user", "content": reask_message(str(exc))}]
+                follow_up = [*messages, {"role": "assistant", "content": shorten(choice.text, C.REASK_ECHO_CHARS)},
+                             {"role": "user", "content": reask_message(str(exc)) + _cut_note(choice.text)}]
                 self.req.stats.reasks += 1
                 params = {**self.params, "n": 1} if "n" in self.params else self.params
                 try:
@@ -138,9 +185,27 @@ class RowProcessor:
                 except RequestFailed as failed:
                     return self._request_reject(sample_id, failed)
                 attempts += answer.attempts
+                if not answer.completion.choices:
+                    return reject(sample_id, "request", "bad_response", attempts=attempts,
+                                  last_error="the stored response has no choices")
                 choice = answer.completion.choices[0]
                 continue
             return Accepted(sample_id, obj, choice.text, attempts)
+
+    async def _checked(self, text: str) -> dict[str, Any]:
+        """Parse + validate; a big reply is handled off the event loop so the other rows keep going."""
+        if len(text) > C.PARSE_OFF_LOOP_CHARS:
+            return await asyncio.to_thread(self._check, text)
+        return self._check(text)
+
+    def _check(self, text: str) -> dict[str, Any]:
+        obj = extract_json_object(text)
+        self.validator.validate(obj)
+        try:  # what cannot be written (nested deeper than orjson writes) must not reach the commit
+            orjson.dumps(obj)
+        except orjson.JSONEncodeError as exc:
+            raise ValidationFailed(f"the JSON object cannot be stored: {exc}", reason="invalid_json") from None
+        return obj
 
     # ------------------------------------------------------------------ shaping + gates
     def _rows(self, acc: Accepted, source: dict[str, Any]) -> list[Sample]:
@@ -205,3 +270,10 @@ class RowProcessor:
         return [reject(row_id, "pair", reason, attempts=attempts,
                        last_error=f"{len(good)} correct and {len(bad)} wrong of {len(results)} samples "
                                   f"(expected answer {expected})")]
+
+
+def _cut_note(text: str) -> str:
+    if len(text) <= C.REASK_ECHO_CHARS:
+        return ""
+    return (f"\n(Your previous reply was {len(text):,} characters long; only its start and end are shown "
+            f"above. Reply with the JSON object only.)")

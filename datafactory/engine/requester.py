@@ -48,11 +48,14 @@ class Requester:
                         "template": pipe.prompt.fingerprint, "schema": content_hash(pipe.schema)}
         self._expected_out = expected_completion_tokens(pipe)
 
-    def cache_key(self, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
-        return content_hash({**self._static, "messages": messages, "params": params})
+    def cache_key(self, messages: list[dict[str, str]], params: dict[str, Any], variant: int = 0) -> str:
+        # ``variant`` (only when set, so older keys stay valid): extra requests for the same prompt
+        extra = {"variant": variant} if variant else {}
+        return content_hash({**self._static, "messages": messages, "params": params, **extra})
 
-    async def ask(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Answer:
-        key = self.cache_key(messages, params)
+    async def ask(self, messages: list[dict[str, str]], params: dict[str, Any], *, variant: int = 0) -> Answer:
+        """``variant`` > 0 asks the same prompt again as its own cache entry (it is not sent)."""
+        key = self.cache_key(messages, params, variant)
         hit = self.cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1

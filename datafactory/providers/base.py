@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
+from datafactory.errors import BadResponse
+from datafactory.secrets import redact
+
+LITELLM_PREFIX = "llm_provider-"
 RATE_HEADERS = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                 "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
                 "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens")
@@ -32,10 +38,19 @@ class Completion:
                 "model": self.model}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Completion:
-        return cls(choices=[Choice(c["text"], c.get("finish_reason")) for c in data["choices"]],
-                   prompt_tokens=int(data.get("prompt_tokens") or 0),
-                   completion_tokens=int(data.get("completion_tokens") or 0), model=data.get("model"))
+    def from_json(cls, data: Any) -> Completion:
+        """Rebuild a stored completion; whatever is in the cache, this never raises (a shape it cannot
+        read gives no choices, which the row processor rejects as ``bad_response``)."""
+        if not isinstance(data, dict):
+            return cls(choices=[])
+        stored = data.get("choices")
+        choices = [Choice(c["text"], _finish(c.get("finish_reason")))
+                   for c in (stored if isinstance(stored, list) else [])
+                   if isinstance(c, dict) and isinstance(c.get("text"), str)]
+        model = data.get("model")
+        return cls(choices=choices, prompt_tokens=_count(data.get("prompt_tokens")),
+                   completion_tokens=_count(data.get("completion_tokens")),
+                   model=model if isinstance(model, str) else None)
 
 
 class Provider(Protocol):
@@ -52,27 +67,83 @@ class Provider(Protocol):
 
 
 def pick_rate_headers(headers: Any) -> dict[str, str]:
-    """The rate-limit headers worth keeping (case-insensitive mapping in, plain dict out)."""
+    """The rate-limit headers worth keeping (case-insensitive mapping in, plain dict out).
+
+    litellm's proxy passes the upstream's headers on with an ``llm_provider-`` prefix; they are kept
+    under the plain names, so the limiter reads both the same way."""
     out = {}
     for name in RATE_HEADERS:
         value = headers.get(name)
+        if value is None:
+            value = headers.get(LITELLM_PREFIX + name)
         if value is not None:
             out[name] = str(value)
     return out
 
 
 def completion_from_openai_json(data: Any, headers: dict[str, str]) -> Completion:
-    """Build a Completion from an OpenAI-format chat.completion body (already decoded)."""
-    from datafactory.errors import BadResponse
+    """Build a Completion from an OpenAI-format chat.completion body (already decoded).
 
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-        raise BadResponse("response has no choices", status=200)
+    A body of the wrong shape (``choices`` not a list of objects, ``message`` not an object, content
+    neither text nor a list of text parts) is a ``BadResponse``; bad ``usage`` counts are read as 0.
+    Texts are redacted here, before anything stores them: some servers echo the request's key."""
+    if not isinstance(data, dict):
+        raise BadResponse(f"the body is JSON but not an object ({type(data).__name__})", status=200,
+                          raw=_start(data))
+    raw_choices = data.get("choices")
+    if not isinstance(raw_choices, list) or not raw_choices:
+        raise BadResponse("response has no choices", status=200, raw=_start(data))
     choices = []
-    for ch in data["choices"]:
-        msg = ch.get("message") or {}
-        content = msg.get("content")
-        choices.append(Choice(content if isinstance(content, str) else "", ch.get("finish_reason")))
-    usage = data.get("usage") or {}
-    return Completion(choices=choices, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                      completion_tokens=int(usage.get("completion_tokens") or 0),
-                      model=data.get("model"), headers=headers)
+    for ch in raw_choices:
+        msg = ch.get("message") if isinstance(ch, dict) else None
+        if msg is None and isinstance(ch, dict) and isinstance(ch.get("text"), str):
+            msg = {"content": ch["text"]}  # legacy completions shape some proxies still send
+        if not isinstance(msg, dict):
+            raise BadResponse("a choice has no message object", status=200, raw=_start(data))
+        content = _content(msg.get("content"))
+        if content is None:
+            raise BadResponse(f"message content is a {type(msg.get('content')).__name__}, not text",
+                              status=200, raw=_start(data))
+        choices.append(Choice(redact(content), _finish(ch.get("finish_reason"))))
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    model = data.get("model")
+    return Completion(choices=choices, prompt_tokens=_count(usage.get("prompt_tokens")),
+                      completion_tokens=_count(usage.get("completion_tokens")),
+                      model=model if isinstance(model, str) else None, headers=headers)
+
+
+def _content(content: Any) -> str | None:
+    """Message text: a string, null (a refusal or only tool calls: no text), or a list of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p if isinstance(p, str) else p.get("text") for p in content if isinstance(p, str | dict)]
+        return "".join(p for p in parts if isinstance(p, str))
+    return None
+
+
+def _finish(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int:
+    """A token count as the server reported it; anything that is not a non-negative number is 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return 0
+    try:
+        number = float(value)
+    except ValueError:
+        return 0
+    return int(number) if 0 <= number < 1e15 else 0
+
+
+def _start(data: Any, limit: int = 4000) -> str:
+    """The start of a decoded body for the reject record (redacted before it is cut)."""
+    try:
+        text = orjson.dumps(data).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = repr(data)
+    return redact(text)[:limit]

@@ -17,7 +17,8 @@ import orjson
 
 from datafactory.errors import BadResponse, ConnectionFailed, RequestTimedOut
 from datafactory.providers.base import Completion, completion_from_openai_json, pick_rate_headers
-from datafactory.providers.status import error_for_status
+from datafactory.providers.status import error_for_status, error_message
+from datafactory.secrets import redact
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -43,7 +44,7 @@ class OpenAIHTTPProvider:
         return self._session
 
     async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
-        body = orjson.dumps({"model": model, "messages": messages, **params})
+        body = orjson.dumps(request_body(model, messages, params))
         try:
             async with self._sess().post(self._url, data=body) as resp:
                 raw = await resp.read()
@@ -55,13 +56,13 @@ class OpenAIHTTPProvider:
             # refused, reset, server disconnected, payload cut short: all worth retrying
             raise ConnectionFailed(f"connection problem: {type(exc).__name__}: {exc}") from None
         if status >= 400:
-            raise error_for_status(status, _error_message(raw), headers)
+            raise error_for_status(status, error_message(raw), headers)
         try:
             data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError:  # HTML, empty, cut short, nested deeper than 1024 levels
             raise BadResponse(f"status {status} but the body is not JSON "
                               f"({headers.get('Content-Type', 'no content type')}, {len(raw)} bytes)", status=status,
-                              raw=raw[:4000].decode("utf-8", "replace")) from None
+                              raw=redact(raw[:64_000].decode("utf-8", "replace"))[:4000]) from None
         return completion_from_openai_json(data, pick_rate_headers(headers))
 
     async def aclose(self) -> None:
@@ -70,14 +71,13 @@ class OpenAIHTTPProvider:
             self._session = None
 
 
-def _error_message(raw: bytes) -> str:
-    try:
-        data = orjson.loads(raw)
-        err = data.get("error") if isinstance(data, dict) else None
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-        if isinstance(err, str):
-            return err[:500]
-    except orjson.JSONDecodeError:
-        pass
-    return raw[:300].decode("utf-8", "replace")
+def request_body(model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body: ``params.extra_body`` is merged in at the top level, as the openai SDK does, so
+    server-specific fields (vLLM/llama.cpp ``top_k``, ``min_p``, ``repetition_penalty``,
+    ``structured_outputs``...) work on both transports; servers ignore a literal ``extra_body`` key."""
+    rest = dict(params)
+    extra = rest.pop("extra_body", None)
+    body = {"model": model, "messages": messages, **rest}
+    if isinstance(extra, dict):
+        body.update(extra)
+    return body

@@ -6,11 +6,15 @@ only one, so a 429 is never retried by the SDK *and* by us (retry amplification)
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import orjson
 
 from datafactory.errors import BadResponse, ConnectionFailed, RequestTimedOut
 from datafactory.providers.base import Completion, completion_from_openai_json, pick_rate_headers
-from datafactory.providers.status import error_for_status
+from datafactory.providers.status import error_for_status, error_message
+from datafactory.secrets import redact
 
 
 class OpenAISDKProvider:
@@ -35,17 +39,21 @@ class OpenAISDKProvider:
         oa = self._openai
         raw: Any = None
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=model, messages=messages, **params)  # type: ignore[arg-type]
-            headers = pick_rate_headers(raw.headers)
-            data = raw.http_response.json()
+            # the SDK's timeout is per read: a body trickling one byte a second would never end; this
+            # makes ``timeout_s`` the total deadline, as on the default transport
+            async with asyncio.timeout(self._timeout_s):
+                raw = await self._client.chat.completions.with_raw_response.create(
+                    model=model, messages=messages, **params)  # type: ignore[arg-type]
+                headers = pick_rate_headers(raw.headers)
+                body = raw.http_response.content
+            data = orjson.loads(body)
         except oa.APIStatusError as exc:
-            raise error_for_status(exc.status_code, _message(exc), exc.response.headers) from None
-        except oa.APITimeoutError:
+            raise error_for_status(exc.status_code, error_message(_error_body(exc)), exc.response.headers) from None
+        except (oa.APITimeoutError, TimeoutError):
             raise RequestTimedOut(f"request timed out after {self._timeout_s:g}s") from None
         except oa.APIConnectionError as exc:
             raise ConnectionFailed(f"connection problem: {type(exc.__cause__ or exc).__name__}") from None
-        except ValueError as exc:  # body is not JSON (HTML error page, empty, cut short)
+        except orjson.JSONDecodeError as exc:  # HTML, empty, cut short, nested deeper than 1024 levels
             raise BadResponse(f"status 200 but the body is not JSON: {exc}", status=200,
                               raw=_body_start(raw)) from None
         return completion_from_openai_json(data, headers)
@@ -54,17 +62,17 @@ class OpenAISDKProvider:
         await self._client.close()
 
 
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-    return str(getattr(exc, "message", ""))[:500]
+def _error_body(exc: Any) -> Any:
+    """The error response's bytes (the SDK's own ``message`` keeps only "Error code: 422" for FastAPI
+    bodies); its parsed ``body`` when the bytes cannot be had."""
+    try:
+        return exc.response.content
+    except Exception:  # a streamed response that was not read
+        return getattr(exc, "body", None) or getattr(exc, "message", "")
 
 
 def _body_start(raw: Any) -> str:
     try:
-        return str(raw.http_response.content[:4000].decode("utf-8", "replace")) if raw is not None else ""
+        return redact(raw.http_response.content[:64_000].decode("utf-8", "replace"))[:4000] if raw is not None else ""
     except Exception:  # the body could not be read at all
         return ""
