@@ -101,6 +101,7 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
         return _print_plan(pipe)
     from datafactory.engine.augment import augment
 
+    _show_library_warnings()   # e.g. a changed configuration, announced before the first request
     stats = augment(pipe, quiet=args.quiet)
     s = stats.to_json()
     print(f"run dir: {pipe.output.dir}")
@@ -111,12 +112,28 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"estimated cost: ${s['estimated_cost_usd']:.4f}")
     for name, rows in stats.datasets.items():
         print(f"dataset: {pipe.output.dir}/data/{name}.jsonl ({rows} rows in total)")
+    if stats.export_kept is not None:
+        kept = stats.export_kept
+        print(f"data/ unchanged: it keeps {kept['rows_in_data']} rows of the previous configuration, this "
+              f"configuration has {kept['rows_this_configuration']} so far ({kept['why']}); rerun to finish "
+              "and replace them", file=sys.stderr)
     if stats.interrupted:
         resume = list(argv) if "--output" in argv else [*argv, "--output", pipe.output.dir]
         print(f"\nStopped early; everything finished so far is saved in {pipe.output.dir}.\n"
               f"Resume with:  datafactory {shlex.join(resume)}", file=sys.stderr)
         return 143 if stats.stop_signal == signal.SIGTERM else 130
     return 0
+
+
+def _show_library_warnings() -> None:
+    import logging
+
+    log = logging.getLogger("datafactory")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
 
 
 def _print_plan(pipe: Any) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +15,10 @@ from typing import Any
 import orjson
 
 from datafactory.config.pipeline import Pipeline, load_pipeline
-from datafactory.constants import DATASET_INFO
 from datafactory.engine.cache import Cache
+from datafactory.engine.config_change import detect as detect_config_change
+from datafactory.engine.config_change import fingerprint, fingerprint_parts
+from datafactory.engine.export import finalize
 from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import NoProgress, Progress, auto_progress
 from datafactory.engine.ratelimit import Limits
@@ -23,28 +26,20 @@ from datafactory.engine.requester import Requester, estimate_tokens, expected_co
 from datafactory.engine.scheduler import Scheduler
 from datafactory.engine.stats import Stats
 from datafactory.errors import InputError
-from datafactory.formats.writers import write_datasets
 from datafactory.io.readers import BadRow, detect_format, iter_rows
 from datafactory.io.rundir import RunDir
 from datafactory.providers.pricing import cost
 from datafactory.providers.registry import api_key_for, create_provider
-from datafactory.record import Record, content_hash
+from datafactory.record import Record
 from datafactory.secrets import register_secret
+
+log = logging.getLogger("datafactory")
 
 
 def _as_pipeline(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> Pipeline:
     if isinstance(pipeline, Pipeline):
         return pipeline.with_overrides(**overrides) if overrides else pipeline
     return load_pipeline(pipeline, **overrides)
-
-
-def fingerprint(pipe: Pipeline) -> str:
-    """Everything that changes what a finished row looks like. Rows finished under another
-    fingerprint are redone (their requests may still come from the cache)."""
-    return content_hash({"provider": pipe.provider.kind, "model": pipe.provider.model,
-                         "params": pipe.provider.params, "template": pipe.prompt.fingerprint,
-                         "schema": pipe.schema, "fields": pipe.input.fields,
-                         "output": [pipe.output.format, pipe.output.columns], "reask": pipe.quality.reask})
 
 
 def count_rows(pipe: Pipeline) -> int | None:
@@ -136,7 +131,9 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
     try:
         run.write_resolved_config(pipe.resolved())
         cache = Cache(run.cache)
+        parts = fingerprint_parts(pipe)
         fp = fingerprint(pipe)
+        _announce_config_change(cache, pipe, fp, parts, stats)
         limits = Limits(pipe.limits.rpm, pipe.limits.tpm)
         provider = create_provider(pipe.provider, api_key=api_key, timeout_s=pipe.limits.timeout_s,
                                    concurrency=pipe.limits.concurrency)
@@ -145,12 +142,14 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
         _seed_dedup(processor, cache, fp, pipe)
         sched = Scheduler(pipe, processor, cache, stats, progress, fp, handle_signals=handle_signals)
         progress.start(stats)
+        complete = False
         try:
             await sched.run()
+            complete = not stats.interrupted
         finally:
             stats.finished = time.monotonic()
             stats.stop_signal = sched.stop_signal
-            _finalize(run, cache, pipe, fp, stats)
+            finalize(run, cache, pipe, fp, stats, complete=complete)
             progress.stop(stats)
         return stats
     finally:
@@ -161,32 +160,13 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
         run.release()
 
 
-def _finalize(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, stats: Stats) -> None:
-    """Export data + rejects from the commit log (atomically), stats.json, then dataset_info.json."""
-    counts = write_datasets(run.data_dir, pipe.output, cache.iter_outcomes_with_keys(fp, ok=True))
-    stats.datasets = counts
-    run.export_jsonl(run.rejects, cache.iter_outcomes(fp, ok=False))
-    stats.total_written, stats.total_rejected = cache.totals(fp)
-    run.write_stats(stats.to_json())
-    if pipe.output.format != "jsonl":
-        _register_datasets(run, counts)
-
-
-def _register_datasets(run: RunDir, counts: dict[str, int]) -> None:
-    """One dataset_info.json entry per dataset written, under the dataset's own name (the JSONL file;
-    a Parquet twin is the same data), detected from the rows exactly as ``build-info`` would."""
-    from datafactory.formats.dataset_info import register
-    from datafactory.formats.detect import detect_file
-
-    entries = {}
-    for name in counts:
-        path = run.data_dir / f"{name}.jsonl"
-        found = detect_file(path)
-        if found.entry is not None:
-            entries[name] = {**found.entry, "file_name": f"{run.data_dir.name}/{path.name}"}
-    if entries:
-        # the run dir's dataset_info.json is ours: a changed format replaces its entry
-        register(entries, run.path / DATASET_INFO, force=True)
+def _announce_config_change(cache: Cache, pipe: Pipeline, fp: str, parts: dict[str, Any], stats: Stats) -> None:
+    """Before any request: say so when this run redoes rows finished under another configuration."""
+    change = detect_config_change(cache, pipe, fp, parts)
+    cache.record_config(fp, parts)
+    if change is not None:
+        stats.config_change = change.to_json()
+        log.warning("%s", change.describe())
 
 
 def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) -> None:

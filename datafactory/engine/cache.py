@@ -3,6 +3,9 @@
 * ``responses``: every response is stored (and committed) the moment it arrives, keyed by a hash of
   provider, model, messages, params, template and schema — so a rerun or a resume after ``kill -9``
   never pays for the same request twice.
+* ``configs``: the components of every pipeline fingerprint used in this run dir, when it was last
+  used and last exported — what a rerun with a changed configuration is compared against, and which
+  configuration the files in ``data/`` come from.
 * ``outcomes``: one row per finished sample (written or rejected), keyed by the pipeline fingerprint
   and the input row's key. A resume skips rows that have an outcome; the data files are exported
   from here, in input order, so they are always complete and never hold a row twice.
@@ -14,6 +17,7 @@ an fsync per request; only a power loss could drop the last few responses (they 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,9 @@ CREATE TABLE IF NOT EXISTS outcomes (
     PRIMARY KEY (fingerprint, row_key, sample)
 );
 CREATE INDEX IF NOT EXISTS outcomes_order ON outcomes (fingerprint, ok, seq, sample);
+CREATE TABLE IF NOT EXISTS configs (
+    fingerprint TEXT PRIMARY KEY, parts BLOB NOT NULL, last_used REAL NOT NULL, exported REAL
+);
 """
 
 
@@ -57,10 +64,14 @@ def _asked_again(reason: str | None) -> bool:
 class Cache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            # a read-only run dir or file, a directory in its place, a file that is not a database
+            raise DiskWriteError(f"cannot open the run's cache {self.path}: {exc}") from None
         # the reason table lives in Python (engine/reasons.py); SQLite asks it for each reject it finds,
         # so a run dir written by an older version follows today's classes
         self._db.create_function("asked_again", 1, _asked_again, deterministic=True)
@@ -74,8 +85,6 @@ class Cache:
         return orjson.loads(row[0]) if row else None
 
     def put(self, key: str, request: dict[str, Any], response: dict[str, Any]) -> None:
-        import time
-
         try:
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
                              (key, orjson.dumps(request), orjson.dumps(response), time.time()))
@@ -131,3 +140,60 @@ class Cache:
             "SELECT reason, COUNT(*) FROM outcomes WHERE fingerprint = ? AND ok = 0 GROUP BY reason ORDER BY reason",
             (fingerprint,)).fetchall())
         return int(written), {str(k): int(v) for k, v in rejected.items()}
+
+    def pending(self, fingerprint: str) -> int:
+        """Rows of this configuration whose reject a rerun asks again (setup or transient reasons)."""
+        return int(self._db.execute(
+            "SELECT COUNT(DISTINCT row_key) FROM outcomes WHERE fingerprint = ? AND ok = 0 AND asked_again(reason)",
+            (fingerprint,)).fetchone()[0])
+
+    # ---------------------------------------------------------------- configurations
+    def record_config(self, fingerprint: str, parts: dict[str, Any]) -> None:
+        try:
+            self._db.execute("INSERT INTO configs VALUES (?, ?, ?, NULL) ON CONFLICT (fingerprint) "
+                             "DO UPDATE SET parts = excluded.parts, last_used = excluded.last_used",
+                             (fingerprint, orjson.dumps(parts, option=orjson.OPT_SORT_KEYS), time.time()))
+        except sqlite3.Error as exc:
+            raise _disk_error(exc, self.path) from None
+
+    def previous_config(self, fingerprint: str) -> tuple[str, dict[str, Any] | None] | None:
+        """The configuration a run with ``fingerprint`` changes from: the most recently used other one
+        that finished rows — or None when the last run used this one and got somewhere (a resume).
+        Run dirs from before the ``configs`` table give the other fingerprint with most rows, parts None."""
+        last = self._db.execute("SELECT fingerprint FROM configs ORDER BY last_used DESC LIMIT 1").fetchone()
+        if last is not None and last[0] == fingerprint and self._has_outcomes(fingerprint):
+            return None
+        row = self._db.execute(
+            "SELECT c.fingerprint, c.parts FROM configs c WHERE c.fingerprint != ? AND EXISTS "
+            "(SELECT 1 FROM outcomes o WHERE o.fingerprint = c.fingerprint) ORDER BY c.last_used DESC LIMIT 1",
+            (fingerprint,)).fetchone()
+        if row is not None:
+            return str(row[0]), orjson.loads(row[1])
+        legacy = self._db.execute(
+            "SELECT fingerprint FROM outcomes WHERE fingerprint != ? AND fingerprint NOT IN "
+            "(SELECT fingerprint FROM configs) GROUP BY fingerprint ORDER BY COUNT(*) DESC LIMIT 1",
+            (fingerprint,)).fetchone()
+        return (str(legacy[0]), None) if legacy is not None else None
+
+    def rows_to_redo(self, old: str, new: str) -> int:
+        """Rows finished under configuration ``old`` that configuration ``new`` has not finished."""
+        return int(self._db.execute(
+            "SELECT COUNT(DISTINCT o.row_key) FROM outcomes o WHERE o.fingerprint = ? AND NOT EXISTS "
+            "(SELECT 1 FROM outcomes n WHERE n.fingerprint = ? AND n.row_key = o.row_key "
+            "AND NOT (n.ok = 0 AND asked_again(n.reason)))", (old, new)).fetchone()[0])
+
+    def mark_exported(self, fingerprint: str) -> None:
+        try:
+            self._db.execute("UPDATE configs SET exported = ? WHERE fingerprint = ?", (time.time(), fingerprint))
+        except sqlite3.Error as exc:
+            raise _disk_error(exc, self.path) from None
+
+    def last_exported(self) -> str | None:
+        """The configuration the files in ``data/`` were last exported from (None: unknown)."""
+        row = self._db.execute("SELECT fingerprint FROM configs WHERE exported IS NOT NULL "
+                               "ORDER BY exported DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else None
+
+    def _has_outcomes(self, fingerprint: str) -> bool:
+        return self._db.execute("SELECT 1 FROM outcomes WHERE fingerprint = ? LIMIT 1",
+                                (fingerprint,)).fetchone() is not None

@@ -33,6 +33,10 @@ class Stats:
     total_written: int = 0              # over the whole run dir
     total_rejected: dict[str, int] = field(default_factory=dict)
     datasets: dict[str, int] = field(default_factory=dict)   # dataset (file stem in data/) → rows
+    # the configuration changed since the run dir's last run: what changed, rows redone, estimated cost
+    config_change: dict[str, Any] | None = None
+    # data/ was left as it was (this run's export had fewer rows and the run did not finish): why
+    export_kept: dict[str, Any] | None = None
 
     @property
     def elapsed(self) -> float:
@@ -62,4 +66,6 @@ class Stats:
             "interrupted": self.interrupted,
             "run_totals": {"written": self.total_written, "rejected": self.total_rejected},
             "datasets": self.datasets,
+            "config_change": self.config_change,
+            "export_kept": self.export_kept,
         }

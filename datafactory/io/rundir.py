@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from filelock import FileLock, Timeout
 
 from datafactory import constants as C
 from datafactory.errors import DiskWriteError, RunLocked
-from datafactory.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text
+from datafactory.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text, remove_stale_temps
 
 
 class RunDir:
@@ -37,19 +38,27 @@ class RunDir:
         return self.path / C.STATS_FILE
 
     def acquire(self) -> None:
-        """Take the run-dir lock (an OS lock: released even if the holder is killed -9)."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.data_dir.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise DiskWriteError(f"cannot create run directory {self.path}: {exc.strerror}") from None
+        """Take the run-dir lock (an OS lock: released even if the holder is killed -9), then clear the
+        temp files a crashed writer left (none of ours can be writing while we hold the lock)."""
+        for folder in (self.path, self.data_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _not_writable(folder, exc) from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise DiskWriteError(f"run directory {folder} is not writable (read-only file system or "
+                                     "permissions); choose another --output or make it writable")
         lock = FileLock(str(self.path / C.LOCK_FILE))
         try:
             lock.acquire(timeout=0)
         except Timeout:
             raise RunLocked(f"another datafactory run is using {self.path} (lock {self.path / C.LOCK_FILE}); "
                             "wait for it to finish or choose another --output") from None
+        except OSError as exc:
+            raise _not_writable(self.path / C.LOCK_FILE, exc) from None
         self._lock = lock
+        for folder in (self.path, self.data_dir):
+            remove_stale_temps(folder)
 
     def release(self) -> None:
         if self._lock is not None:
@@ -72,3 +81,8 @@ class RunDir:
                 fh.write(b"\n")
                 n += 1
         return n
+
+
+def _not_writable(path: Path, exc: OSError) -> DiskWriteError:
+    return DiskWriteError(f"cannot use {path} for the run directory: {exc.strerror or exc}; "
+                          "choose another --output or fix the path")
