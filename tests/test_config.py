@@ -219,7 +219,7 @@ def test_provider_override_switches_to_that_providers_key_variable(make_project)
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--limit", "0", "--limit must be a positive integer, got 0"),
     ("--concurrency", "0", "--concurrency must be a positive integer, got 0"),
-    ("--rpm", "-5", "--rpm must be greater than 0, got -5.0"),
+    ("--rpm", "-5", "--rpm must be a finite number greater than 0, got -5.0"),
     ("--provider", "openia", "unknown provider 'openia'"),
 ])
 def test_bad_override_values_fail_with_exit_1_before_any_request(make_project, server, flag, value, message):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datafactory import constants as C
+from datafactory.config.params import check_params
 from datafactory.config.prompt import PromptTemplate, load_template
 from datafactory.config.spec import Key, check_section, non_negative, positive
 from datafactory.config.suggest import closest
@@ -25,10 +27,6 @@ PROVIDER_KINDS = ("openai", "zhipuai")
 TRANSPORTS = ("http", "sdk")
 OUTPUT_FORMATS = ("alpaca", "sharegpt", "preference", "kto", "jsonl")
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
-# generation params we pass through; anything else is a typo until proven otherwise
-GEN_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "seed", "stop",
-              "presence_penalty", "frequency_penalty", "response_format", "extra_body", "logit_bias",
-              "reasoning_effort")
 
 
 @dataclass(frozen=True)
@@ -219,13 +217,7 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
     schema = _load_schema(loc, schema_path)
 
     pv = check_section(loc, top["provider"], "provider", PROVIDER_KEYS)
-    params = pv["params"] or {}
-    for key in params:
-        if key not in GEN_PARAMS:
-            raise loc.error(f"provider.params.{key}", "unknown generation parameter",
-                            suggestion=closest(key, GEN_PARAMS))
-    if "n" in params and (not isinstance(params["n"], int) or params["n"] < 1):
-        raise loc.error("provider.params.n", "must be an integer ≥ 1")
+    params = check_params(loc, pv["params"])
     provider = ProviderConfig(kind=pv["kind"], model=pv["model"], base_url=pv["base_url"],
                               api_key_env=pv["api_key_env"] or DEFAULT_KEY_ENV[pv["kind"]],
                               transport=pv["transport"], params=params)
@@ -270,8 +262,10 @@ def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
         if key in ov and (not isinstance(ov[key], int) or ov[key] < 1):
             raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer, got {ov[key]!r}")
     for key in ("rpm", "tpm", "timeout_s"):
-        if key in ov and ov[key] <= 0:
-            raise ConfigError(f"--{key.replace('_', '-')} must be greater than 0, got {ov[key]!r}")
+        if key in ov and (isinstance(ov[key], bool) or not isinstance(ov[key], (int, float))
+                          or not math.isfinite(ov[key]) or ov[key] <= 0):  # nan, inf, 0, negative
+            raise ConfigError(f"--{key.replace('_', '-')} must be a finite number greater than 0, "
+                              f"got {ov[key]!r}")
     inp = pipe.input
     if "input" in ov:
         inp = dataclasses.replace(inp, path=str(ov["input"]), format=None)

@@ -8,6 +8,7 @@ and errors must be precise, which generic schema libraries make hard to word wel
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,9 +82,18 @@ def check_section(loc: Located, data: Any, path: str, keys: dict[str, Key]) -> d
     return out
 
 
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def positive(value: Any) -> str | None:
+    """A number > 0; ``.nan`` and ``.inf`` are refused (YAML reads them as floats)."""
+    if not _finite(value):
+        return f"must be a finite number greater than 0, got {value!r}"
     return None if value > 0 else "must be greater than 0"
 
 
 def non_negative(value: Any) -> str | None:
+    if not _finite(value):
+        return f"must be a finite number (0 or more), got {value!r}"
     return None if value >= 0 else "must be 0 or more"

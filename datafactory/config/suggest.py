@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable
 
 
-def closest(name: str, choices: Iterable[str]) -> str | None:
+def closest(name: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
     """The closest valid spelling of ``name`` among ``choices``, or None when nothing is close."""
-    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
     return matches[0] if matches else None

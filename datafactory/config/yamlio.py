@@ -35,21 +35,28 @@ class Located:
         return ConfigError(message, file=self.file, key=path or None, line=self.line(path), suggestion=suggestion)
 
 
-def _walk(node: yaml.Node, prefix: str, lines: dict[str, int]) -> Any:
+def _walk(node: yaml.Node, prefix: str, lines: dict[str, int], file: str) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
             path = f"{prefix}.{key}" if prefix else key
-            lines[path] = key_node.start_mark.line + 1
-            out[key] = _walk(value_node, path, lines)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                # PyYAML lets the last one win silently: a second `limits:` block would replace the first
+                raise ConfigError(f"duplicate key '{key}' (first at line {first_line[key]}, again at line "
+                                  f"{line}); keep one", file=file, key=path, line=line)
+            first_line[key] = line
+            lines[path] = line
+            out[key] = _walk(value_node, path, lines, file)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             path = f"{prefix}[{i}]"
             lines[path] = item.start_mark.line + 1
-            items.append(_walk(item, path, lines))
+            items.append(_walk(item, path, lines, file))
         return items
     # scalars: let PyYAML's safe constructor resolve the type (int, float, bool, null, str)
     return yaml.SafeLoader(yaml.serialize(node)).get_single_data()  # noqa: S506 - SafeLoader
@@ -71,5 +78,5 @@ def load_yaml(path: str | Path) -> Located:
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=str(p), line=line) from None
     lines: dict[str, int] = {}
-    data = _walk(node, "", lines) if node is not None else {}
+    data = _walk(node, "", lines, str(p)) if node is not None else {}
     return Located(data=data, file=str(p), lines=lines)

@@ -134,7 +134,7 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
         parts = fingerprint_parts(pipe)
         fp = fingerprint(pipe)
         _announce_config_change(cache, pipe, fp, parts, stats)
-        limits = Limits(pipe.limits.rpm, pipe.limits.tpm)
+        limits = Limits(pipe.limits.rpm, pipe.limits.tpm, max_completion=expected_completion_tokens(pipe))
         provider = create_provider(pipe.provider, api_key=api_key, timeout_s=pipe.limits.timeout_s,
                                    concurrency=pipe.limits.concurrency)
         requester = Requester(pipe, provider, cache, limits, stats)

@@ -61,18 +61,23 @@ class Requester:
             self.stats.cache_hits += 1
             return Answer(Completion.from_json(hit), 0, True)
         est = estimate_tokens(messages) + self._expected_out
+        prompt_est = estimate_tokens(messages)
         attempts = 0
 
         async def call() -> Completion:
             nonlocal attempts
             attempts += 1
-            await self.limits.before_request(est)
+            ticket = await self.limits.before_request(prompt_est)
             self.stats.requests_sent += 1
             try:
-                return await self.provider.complete(self.pipe.provider.model, messages, params)
-            except RateLimited:
-                self.stats.rate_limited += 1
+                comp = await self.provider.complete(self.pipe.provider.model, messages, params)
+            except ProviderError as exc:
+                self.limits.after_failure(ticket, answered=exc.status is not None)
+                if isinstance(exc, RateLimited):
+                    self.stats.rate_limited += 1
                 raise
+            self.limits.after_response(ticket, comp.prompt_tokens, comp.completion_tokens)
+            return comp
 
         try:
             comp = await with_retries(call, max_attempts=self.pipe.limits.max_attempts,
@@ -90,7 +95,6 @@ class Requester:
         s.prompt_tokens += comp.prompt_tokens
         s.completion_tokens += comp.completion_tokens
         s.add_cost(cost(self.pipe.provider.model, self.pipe.pricing, comp.prompt_tokens, comp.completion_tokens))
-        self.limits.after_response(est, comp.prompt_tokens + comp.completion_tokens)
         self._observe_headers(comp.headers)
 
     def _observe_headers(self, headers: dict[str, str]) -> None:

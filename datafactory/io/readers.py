@@ -8,7 +8,10 @@ losing the whole run to one broken line.
 
 from __future__ import annotations
 
+import base64
 import csv
+import datetime
+import decimal
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,7 +107,9 @@ def _iter_json(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
-    with path.open("r", encoding="utf-8", newline="", errors="strict") as fh:
+    # utf-8-sig: Excel and many Windows tools start CSV files with a byte-order mark, which would
+    # otherwise become part of the first column's name (and every row would miss that field)
+    with path.open("r", encoding="utf-8-sig", newline="", errors="strict") as fh:
         reader = csv.DictReader(fh)
         try:
             for row in reader:
@@ -123,11 +128,55 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError variants
         raise InputError(f"not a readable Parquet file: {exc}", file=str(path)) from None
+    convert = [f.name for f in pf.schema_arrow if _needs_conversion(f.type)]
     n = 0
     for batch in pf.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
             n += 1
+            for name in convert:
+                row[name] = json_safe(row[name])
             yield n, row
+
+
+def _needs_conversion(t: Any) -> bool:
+    """Arrow types whose Python values JSON cannot hold (decimal, binary, temporal), nested too."""
+    import pyarrow.types as pt
+
+    if pt.is_decimal(t) or pt.is_binary(t) or pt.is_large_binary(t) or pt.is_fixed_size_binary(t):
+        return True
+    if pt.is_temporal(t):
+        return True
+    if pt.is_list(t) or pt.is_large_list(t) or pt.is_fixed_size_list(t):
+        return _needs_conversion(t.value_type)
+    if pt.is_struct(t):
+        return any(_needs_conversion(t.field(i).type) for i in range(t.num_fields))
+    return bool(pt.is_map(t))  # to_pylist gives a list of (key, value) tuples
+
+
+def json_safe(value: Any) -> Any:
+    """A Parquet value as JSON-safe data: Decimal → str (exact, no float rounding), bytes → UTF-8
+    text (base64 when it is not UTF-8), date/time/timestamp → ISO 8601 str, duration → seconds."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii")
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+            return {str(k): json_safe(v) for k, v in value}  # an Arrow map
+        return [json_safe(v) for v in value]
+    return str(value)  # anything else Arrow may give (pandas Timestamp for ns, ...)
 
 
 def _iter_hub(name: str, *, split: str, subset: str | None) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
