@@ -231,7 +231,20 @@ class LoopbackServer:
         if path == "/_reset" and request.method == "POST":
             self.reset_counters()
             return _json_response(200, b'{"ok":true}')
+        if "/resolve/" in path and request.method in ("HEAD", "GET"):
+            return self._hub_file(path)
         return _json_response(404, error_body(404, f"No route for {request.method} {path}"))
+
+    # a Hugging Face Hub stand-in for HF_ENDPOINT: the repos in ``hub_models`` exist, others answer as the
+    # real Hub does without a token (401 + X-Error-Code: RepoNotFound)
+    hub_models: frozenset[str] = frozenset()
+
+    def _hub_file(self, path: str) -> web.Response:
+        repo = path.strip("/").split("/resolve/", 1)[0]
+        if repo in self.hub_models:
+            return web.Response(status=200, body=b"{}", content_type=_JSON)
+        return web.Response(status=401, body=b'{"error":"Repository Not Found"}', content_type=_JSON,
+                            headers={"X-Error-Code": "RepoNotFound"})
 
     async def _chat(self, request: web.BaseRequest) -> web.StreamResponse:
         t0 = time.monotonic()

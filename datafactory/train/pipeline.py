@@ -47,6 +47,8 @@ class Context:
     bf16_ok: bool
     say: Callable[[str], None]
     force: bool = False
+    model_checked: bool = False
+    child_env: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. HF_HUB_OFFLINE=1
 
 
 def _stderr(message: str) -> None:
@@ -126,6 +128,7 @@ def _run_stages(ctx: Context, wanted: list[str]) -> dict[str, str]:
             ctx.say(f"[{stage}] up to date, skipped")
             status[stage] = "skipped"
         else:
+            _preflight(ctx, stage)
             st.clear_marker(ctx.layout, stage)
             ctx.say(f"[{stage}] running")
             start = time.monotonic()
@@ -136,6 +139,22 @@ def _run_stages(ctx: Context, wanted: list[str]) -> dict[str, str]:
             status[stage] = "ran"
         upstream = input_hash
     return status
+
+
+def _preflight(ctx: Context, stage: str) -> None:
+    """Before the first stage that loads the base model: can it be found? Before training: are there rows?"""
+    from datafactory.train import preflight
+
+    if stage in STAGE_NEEDS and not ctx.model_checked:
+        source = preflight.locate_model(ctx.recipe)
+        ctx.say(f"[model] {source.detail}")
+        if source.offline:
+            from datafactory.evaluate.gsm8k_offline import OFFLINE_ENV
+
+            ctx.child_env.update(OFFLINE_ENV)
+        ctx.model_checked = True
+    if stage == "train":
+        preflight.check_rows(ctx.recipe)
 
 
 def _stage_inputs(ctx: Context, stage: str) -> Any:
@@ -184,7 +203,7 @@ def _stage_train(ctx: Context, input_hash: str) -> tuple[dict[str, Any], list[Pa
             shutil.rmtree(layout.train_dir)
     atomic_write_text(started, json.dumps({"hash": input_hash}))
     result = runner.run_llamafactory("train", layout.train_yaml, log_path=layout.log("train"), cuda=ctx.cuda,
-                                     show_progress=ctx.show_progress)
+                                     show_progress=ctx.show_progress, env=ctx.child_env)
     state_file = layout.train_dir / "trainer_state.json"
     return {"seconds": result.seconds, "train_dir": str(layout.train_dir)}, [state_file]
 
@@ -210,7 +229,7 @@ def _stage_merge(ctx: Context, input_hash: str) -> tuple[dict[str, Any], list[Pa
     if layout.merged_dir.exists():
         shutil.rmtree(layout.merged_dir)  # stale shards of an earlier export must not survive
     runner.run_llamafactory("export", layout.export_yaml, log_path=layout.log("export"), cuda=ctx.cuda,
-                            show_progress=ctx.show_progress)
+                            show_progress=ctx.show_progress, env=ctx.child_env)
     if not (layout.merged_dir / "config.json").is_file():
         raise UserError(f"llamafactory-cli export wrote no model to {layout.merged_dir}; "
                         f"see {layout.log('export')}")
@@ -246,7 +265,7 @@ def _stage_eval(ctx: Context, input_hash: str) -> tuple[dict[str, Any], list[Pat
         else:
             ctx.say(f"[eval] {which} model: {job.model_path}")
             result = run_eval(job, out_path=path, log_path=layout.log(f"eval_{which}"), cuda=ctx.cuda,
-                              show_progress=ctx.show_progress, label=f"eval {which}")
+                              show_progress=ctx.show_progress, label=f"eval {which}", env=ctx.child_env)
             result["job_hash"] = job_hash
             atomic_write_text(path, json.dumps(result, indent=2))
             cached = result

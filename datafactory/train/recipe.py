@@ -291,7 +291,10 @@ def _model_path(loc: Located, recipe: Recipe, base: Path) -> None:
     if candidate.exists():
         recipe.model.name_or_path = str(candidate)
         return
-    looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+    # "models/tiny" with a models/ folder here is a local path that is missing, not a Hub id
+    first = Path(name).parts[0] if Path(name).parts else ""
+    looks_local = (name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+                   or (name.count("/") == 1 and (base / first).is_dir()))
     if looks_local:
         raise loc.error("model.name_or_path", f"local model directory not found: {candidate} "
                         "(use a directory or a hub id like 'Qwen/Qwen2.5-1.5B-Instruct')")

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from datafactory.config.suggest import closest
 from datafactory.config.yamlio import Located
+from datafactory.constants import DATASET_INFO, STATS_FILE
 from datafactory.proc import extras as check
 from datafactory.train import lf_introspect
 
 if TYPE_CHECKING:
     from datafactory.train.recipe import Recipe
 
-DATASET_INFO = "dataset_info.json"
 _REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 # model_type (config.json) family → template family; only used for a warning
 _FAMILIES = ("qwen", "llama", "mistral", "gemma", "phi", "glm", "deepseek", "baichuan", "yi", "internlm")
@@ -41,13 +41,13 @@ def check_all(loc: Located, recipe: Recipe) -> None:
 def read_dataset_info(loc: Located, dataset_dir: Path) -> dict[str, Any]:
     """Parse ``<dataset_dir>/dataset_info.json``; a missing or broken file is a ConfigError."""
     if not dataset_dir.is_dir():
-        raise loc.error("data.dataset_dir", f"dataset directory not found: {dataset_dir} (it must hold "
-                        f"{DATASET_INFO}, e.g. the data/ folder of a datafactory run)")
+        raise loc.error("data.dataset_dir", f"dataset directory not found: {dataset_dir}. It must hold "
+                        f"{DATASET_INFO}: the run directory of `datafactory augment` (its output.dir, not the "
+                        f"data/ folder inside it){_augment_hint(loc, dataset_dir)}, or a folder registered with "
+                        "`datafactory build-info`")
     info_path = dataset_dir / DATASET_INFO
     if not info_path.is_file():
-        raise loc.error("data.dataset_dir", f"no {DATASET_INFO} in {dataset_dir}; register the datasets "
-                        "first "
-                        "(datafactory writes one next to every run's data)")
+        raise loc.error("data.dataset_dir", _why_no_info(loc, dataset_dir))
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -55,6 +55,44 @@ def read_dataset_info(loc: Located, dataset_dir: Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise loc.error("data.dataset_dir", f"{info_path} must hold a JSON object of dataset names")
     return info
+
+
+def _augment_hint(loc: Located, dataset_dir: Path) -> str:
+    """``; run `datafactory augment pipelines/x.yaml` first`` when a pipeline next to the recipe writes it."""
+    pipeline = Path(loc.file).resolve().parent / f"{dataset_dir.name}.yaml"
+    if pipeline.is_file():
+        return f"; run  datafactory augment {pipeline}  first"
+    return ""
+
+
+def _why_no_info(loc: Located, dataset_dir: Path) -> str:
+    """Why a folder has no dataset_info.json, as far as its contents tell: an augment run that wrote
+    nothing, the run's data/ folder instead of the run dir, or data that was never registered."""
+    stats_path = dataset_dir / STATS_FILE
+    if stats_path.is_file():
+        try:
+            stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            stats = {}
+        totals = stats.get("run_totals") if isinstance(stats, dict) else None
+        written = (totals or {}).get("written", stats.get("written") if isinstance(stats, dict) else None)
+        if written == 0:
+            rejected = (totals or {}).get("rejected", stats.get("rejected_total"))
+            reasons = stats.get("rejected") if isinstance(stats.get("rejected"), dict) else {}
+            top = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+            return (f"the augment run in {dataset_dir} wrote 0 rows ({rejected} rejected"
+                    f"{'; ' + top if top else ''}), so it registered no dataset and there is nothing to train "
+                    f"on. See {dataset_dir / 'rejects.jsonl'}, fix the pipeline and run `datafactory augment` "
+                    "again")
+        return (f"the augment run in {dataset_dir} registered no dataset (output.format: jsonl is not "
+                f"registered); register its files with  datafactory build-info {dataset_dir / 'data'} "
+                f"--output {dataset_dir / DATASET_INFO}")
+    if (dataset_dir.parent / DATASET_INFO).is_file():
+        return (f"no {DATASET_INFO} in {dataset_dir}, but its parent has one: set data.dataset_dir: "
+                f"{dataset_dir.parent}")
+    return (f"no {DATASET_INFO} in {dataset_dir}; register the datasets first: `datafactory augment` writes "
+            f"one into its run directory{_augment_hint(loc, dataset_dir)}, `datafactory build-info "
+            f"{dataset_dir}` registers other files")
 
 
 def check_datasets(loc: Located, recipe: Recipe) -> None:
