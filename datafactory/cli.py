@@ -1,8 +1,19 @@
 """Command line: parse flags, call the library function of the same name, map errors to exit codes.
 
-Exit codes: 0 done · 1 error (bad config/input, wrong key, disk full) · 2 usage · 130 interrupted
-(Ctrl-C) · 143 terminated (SIGTERM). Everything heavy is imported inside the command functions so
-``--help`` answers instantly.
+Exit codes (also in ``--help``)::
+
+    0    done (a rerun with nothing left to do is done too)
+    1    error: bad config or input, wrong API key (401), disk full, run dir in use
+    2    usage: unknown flag, missing argument
+    3    augment stopped early: requests fail systematically (nothing listening at the URL, wrong model
+         or URL, a parameter the server refuses, a server error on every request); the server's message
+         and a hint are printed; fix it and rerun the same command
+    4    augment stopped early: the cost limit (--max-cost / limits.max_cost_usd) is reached; rerun with
+         a higher one to continue
+    5    augment finished but no row was written (every row rejected; the top reason is printed)
+    130  interrupted (Ctrl-C)      143  terminated (SIGTERM)
+
+Everything heavy is imported inside the command functions so ``--help`` answers instantly.
 """
 
 from __future__ import annotations
@@ -20,7 +31,18 @@ EPILOG = """examples:
   datafactory validate pipelines/gsm8k_rephrase.yaml
   datafactory build-info runs/gsm8k_rephrase/data
   datafactory train-eval pipelines/train_qwen_gsm8k_lora.yaml
+
+exit codes:
+  0    done (also: a rerun with nothing left to do)
+  1    error: bad config or input, wrong API key, disk full, run dir in use
+  2    usage: unknown flag, missing argument
+  3    augment stopped: requests fail systematically (server down, wrong model or URL, refused parameter)
+  4    augment stopped: the cost limit (--max-cost / limits.max_cost_usd) is reached
+  5    augment finished but wrote no row (every row rejected)
+  130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM)
 """
+EXIT_BREAKER, EXIT_BUDGET, EXIT_NOTHING_WRITTEN = 3, 4, 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--provider", help="provider kind: openai (any OpenAI-compatible server) or zhipuai")
     a.add_argument("--model", help="model name")
     a.add_argument("--base-url", help="API base URL, e.g. http://127.0.0.1:8000/v1 for a local vLLM/Ollama")
+    a.add_argument("--max-cost", type=float, metavar="USD",
+                   help="stop before the run dir's spend (priced from the usage servers report) could pass "
+                        "this; overrides limits.max_cost_usd")
     a.add_argument("--dry-run", action="store_true",
-                   help="render a few prompts, count rows, estimate tokens and cost; send nothing")
+                   help="render a few prompts, count rows, estimate tokens and cost (against --max-cost); "
+                        "send nothing")
     a.add_argument("--quiet", action="store_true", help="no progress display")
 
     v = sub.add_parser("validate", help="check a pipeline YAML without running it")
@@ -95,34 +121,68 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
 
     overrides = {"input": args.input, "output": args.output, "limit": args.limit,
                  "concurrency": args.concurrency, "rpm": args.rpm, "tpm": args.tpm, "provider": args.provider,
-                 "model": args.model, "base_url": args.base_url}
+                 "model": args.model, "base_url": args.base_url, "max_cost": args.max_cost}
     pipe = load_pipeline(args.pipeline, **overrides)
     if args.dry_run:
         return _print_plan(pipe)
+    from datafactory.engine import signals
     from datafactory.engine.augment import augment
+    from datafactory.engine.summary import summary_lines
+    from datafactory.errors import BudgetExhausted, RunStopped
+    from datafactory.secrets import redact
 
     _show_library_warnings()   # e.g. a changed configuration, announced before the first request
-    stats = augment(pipe, quiet=args.quiet)
-    s = stats.to_json()
-    print(f"run dir: {pipe.output.dir}")
-    print(f"written: {s['written']}  rejected: {s['rejected_total']} {s['rejected'] or ''}  "
-          f"requests: {s['requests_sent']}  cache hits: {s['cache_hits']}  retries: {s['retries']}  "
-          f"429s: {s['rate_limited_429']}  elapsed: {s['elapsed_s']}s")
-    if s["estimated_cost_usd"] is not None:
-        print(f"estimated cost: ${s['estimated_cost_usd']:.4f}")
-    for name, rows in stats.datasets.items():
-        print(f"dataset: {pipe.output.dir}/data/{name}.jsonl ({rows} rows in total)")
+    signals.hold()  # from here on no signal can lose the export, the summary or the resume hint
+    stopped: RunStopped | None = None
+    try:
+        stats = augment(pipe, quiet=args.quiet)
+    except RunStopped as exc:
+        if exc.stats is None:
+            raise
+        stopped, stats = exc, exc.stats
+    for line in summary_lines(stats, pipe.output.dir):
+        print(line)
     if stats.export_kept is not None:
         kept = stats.export_kept
         print(f"data/ unchanged: it keeps {kept['rows_in_data']} rows of the previous configuration, this "
               f"configuration has {kept['rows_this_configuration']} so far ({kept['why']}); rerun to finish "
               "and replace them", file=sys.stderr)
+    resume = list(argv) if "--output" in argv else [*argv, "--output", pipe.output.dir]
+    if stopped is not None:
+        print(f"\nerror: {redact(str(stopped))}", file=sys.stderr)
+        if isinstance(stopped, BudgetExhausted):
+            print(f"Everything finished so far is saved in {pipe.output.dir}.\nResume with a higher budget:  "
+                  f"datafactory {shlex.join(_with_max_cost(resume, 2 * stopped.budget_usd))}", file=sys.stderr)
+            return EXIT_BUDGET
+        print(f"Nothing was lost: rows not finished are asked again by the same command once this is fixed:\n"
+              f"  datafactory {shlex.join(resume)}", file=sys.stderr)
+        return EXIT_BREAKER
     if stats.interrupted:
-        resume = list(argv) if "--output" in argv else [*argv, "--output", pipe.output.dir]
         print(f"\nStopped early; everything finished so far is saved in {pipe.output.dir}.\n"
               f"Resume with:  datafactory {shlex.join(resume)}", file=sys.stderr)
         return 143 if stats.stop_signal == signal.SIGTERM else 130
+    if stats.total_written == 0:
+        top = stats.top_rejects[0] if stats.top_rejects else None
+        why = (f"; top reason: {top[0]} ({top[1]} rows), e.g. {redact(top[2])[:500]}" if top
+               else " (the input had no usable rows)")
+        print(f"\nerror: no row was written{why}\nSee {pipe.output.dir}/rejects.jsonl for every reject.",
+              file=sys.stderr)
+        return EXIT_NOTHING_WRITTEN
     return 0
+
+
+def _with_max_cost(argv: list[str], usd: float) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--max-cost":
+            skip = True
+            continue
+        if not arg.startswith("--max-cost="):
+            out.append(arg)
+    return [*out, "--max-cost", f"{usd:g}"]
 
 
 def _show_library_warnings() -> None:
@@ -151,6 +211,17 @@ def _print_plan(pipe: Any) -> int:
         print(f"estimated cost: unknown (no price for '{pipe.provider.model}'; set pricing.input_per_1m/output_per_1m)")
     else:
         print(f"estimated cost: ${result.cost_usd:.4f} (upper bound: completions at max_tokens)")
+    budget = pipe.limits.max_cost_usd
+    if budget is not None:
+        if result.cost_usd is None:
+            verdict = "no price for the model: the run will refuse to start; set pricing.input_per_1m/output_per_1m"
+        elif result.cost_usd <= budget:
+            verdict = f"the estimate fits ({100 * result.cost_usd / budget:.0f} % of it)"
+        else:
+            share = budget / result.cost_usd
+            verdict = (f"the estimate is over it: the run will stop after about {int(share * result.rows)} of "
+                       f"{result.rows} rows; rerun with a higher --max-cost to continue")
+        print(f"budget: ${budget:.4f} (limits.max_cost_usd / --max-cost): {verdict}")
     print("dry run: nothing was sent")
     return 0
 

@@ -24,6 +24,14 @@ DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
 # spread the restart after a global pause so workers do not all fire in the same millisecond
 RESUME_JITTER_S = 0.25
 
+# waiting on rate limits is bounded by time, not by attempts: a request gives up after this long, and the
+# run stops (breaker) when it has been rate limited this long without a single success
+DEFAULT_RATE_LIMIT_WAIT_S = 900.0
+# run-level breaker: stop after this many failed requests in a row when none has succeeded yet ...
+BREAKER_FIRST_FAILURES = 10
+# ... or after a streak this long (at least 2 × concurrency) once some had succeeded
+BREAKER_STREAK = 50
+
 # ---- estimation
 CHARS_PER_TOKEN = 4.0
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 400

@@ -3,7 +3,8 @@
 Callers (the retry layer, the CLI) decide by *type*, never by message text:
 ``RateLimited`` and ``TransientError`` are retried, ``FatalRequestError`` fails one row,
 ``AuthenticationFailed`` stops the run, everything under ``UserError`` is printed without a
-traceback.
+traceback. ``RunStopped`` (→ ``RequestsFailing``: the run-level breaker, ``BudgetExhausted``: the cost
+limit) is a ``UserError`` raised by ``augment`` after it saved what finished; it carries the ``stats``.
 Every exception class of datafactory is defined here and gets its context through its constructor
 (``tests/test_error_tree.py`` fails otherwise)::
 
@@ -15,6 +16,9 @@ Every exception class of datafactory is defined here and gets its context throug
     │   ├── RunLocked
     │   ├── UnknownName
     │   ├── DiskWriteError
+    │   ├── RunStopped(stats)           augment stopped early after saving what finished
+    │   │   ├── RequestsFailing(error, failures, hint)   the run-level breaker
+    │   │   └── BudgetExhausted(budget_usd, spent_usd)   the cost limit
     │   ├── DatasetInfoClash(names)     a dataset name registered with another meaning
     │   ├── TrainExtraMissing(missing)  torch / LLaMA-Factory / lm-eval not installed
     │   ├── NoCheckpoint(train_dir)     training left no checkpoint to select
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 class DatafactoryError(Exception):
@@ -222,3 +227,30 @@ class EvalFailed(ChildProcessFailed):
 
 class OfflineTaskError(EvalFailed):
     """The requested task cannot be run from local files."""
+
+
+# ---------------------------------------------------------------- the run stopped itself
+class RunStopped(UserError):
+    """The run stopped itself before its end; everything finished so far is saved and the same command
+    continues once the cause is fixed. ``augment`` sets ``stats`` (the run's ``Stats``) before raising."""
+
+    stats: Any = None
+
+
+class RequestsFailing(RunStopped):
+    """The run-level breaker tripped: requests fail systematically (the same failure and no success
+    yet, or a long streak after successes). ``error`` is the last provider error (the server's own
+    message), ``failures`` how many failed in a row, ``hint`` what to check."""
+
+    def __init__(self, message: str, *, error: ProviderError | None, failures: int, hint: str) -> None:
+        self.error, self.failures, self.hint = error, failures, hint
+        super().__init__(message)
+
+
+class BudgetExhausted(RunStopped):
+    """The next request could push the spend past ``limits.max_cost_usd`` / ``--max-cost``: the run
+    stops before sending it. ``spent_usd`` is what the run dir has cost so far (from reported usage)."""
+
+    def __init__(self, message: str, *, budget_usd: float, spent_usd: float) -> None:
+        self.budget_usd, self.spent_usd = budget_usd, spent_usd
+        super().__init__(message)

@@ -56,6 +56,8 @@ class LimitsConfig:
     tpm: float | None = None
     timeout_s: float = C.DEFAULT_TIMEOUT_S
     max_attempts: int = C.DEFAULT_MAX_ATTEMPTS
+    max_cost_usd: float | None = None     # stop before the run dir's spend could pass this (None: no limit)
+    rate_limit_wait_s: float = C.DEFAULT_RATE_LIMIT_WAIT_S   # how long 429s are waited on (not attempts)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,10 @@ LIMIT_KEYS = {
     "rpm": Key((float, type(None)), None, check=positive), "tpm": Key((float, type(None)), None, check=positive),
     "timeout_s": Key(float, C.DEFAULT_TIMEOUT_S, check=positive),
     "max_attempts": Key(int, C.DEFAULT_MAX_ATTEMPTS, check=positive),
+    "max_cost_usd": Key((float, type(None)), None, check=positive,
+                        doc="stop before the run dir's spend (priced from reported usage) could pass this"),
+    "rate_limit_wait_s": Key(float, C.DEFAULT_RATE_LIMIT_WAIT_S, check=positive,
+                             doc="how long one request waits out 429s, and the run without any success"),
 }
 OUTPUT_KEYS = {
     "dir": Key((str, type(None)), None), "name": Key((str, type(None)), None),
@@ -253,7 +259,7 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
 
 def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
     known = {"input", "output", "limit", "concurrency", "rpm", "tpm", "provider", "model", "base_url",
-             "timeout_s", "max_attempts"}
+             "timeout_s", "max_attempts", "max_cost"}
     for key in overrides:
         if key not in known:
             raise ConfigError(f"unknown override '{key}'", suggestion=closest(key, known))
@@ -261,7 +267,7 @@ def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
     for key in ("limit", "concurrency", "max_attempts"):
         if key in ov and (not isinstance(ov[key], int) or ov[key] < 1):
             raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer, got {ov[key]!r}")
-    for key in ("rpm", "tpm", "timeout_s"):
+    for key in ("rpm", "tpm", "timeout_s", "max_cost"):
         if key in ov and (isinstance(ov[key], bool) or not isinstance(ov[key], (int, float))
                           or not math.isfinite(ov[key]) or ov[key] <= 0):  # nan, inf, 0, negative
             raise ConfigError(f"--{key.replace('_', '-')} must be a finite number greater than 0, "
@@ -286,6 +292,8 @@ def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
     limits = dataclasses.replace(pipe.limits, **{k: ov[k] for k in
                                                  ("concurrency", "rpm", "tpm", "timeout_s", "max_attempts")
                                                  if k in ov})
+    if "max_cost" in ov:
+        limits = dataclasses.replace(limits, max_cost_usd=float(ov["max_cost"]))
     output = pipe.output
     if "output" in ov:
         output = dataclasses.replace(output, dir=str(ov["output"]))

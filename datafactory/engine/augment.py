@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 
 from datafactory.config.pipeline import Pipeline, load_pipeline
+from datafactory.engine.breaker import breaker_for
+from datafactory.engine.budget import budget_for
 from datafactory.engine.cache import Cache
 from datafactory.engine.config_change import detect as detect_config_change
 from datafactory.engine.config_change import fingerprint, fingerprint_parts
@@ -24,8 +26,9 @@ from datafactory.engine.progress import NoProgress, Progress, auto_progress
 from datafactory.engine.ratelimit import Limits
 from datafactory.engine.requester import Requester, estimate_tokens, expected_completion_tokens
 from datafactory.engine.scheduler import Scheduler
+from datafactory.engine.signals import routed
 from datafactory.engine.stats import Stats
-from datafactory.errors import InputError
+from datafactory.errors import InputError, RunStopped
 from datafactory.io.readers import BadRow, detect_format, iter_rows
 from datafactory.io.rundir import RunDir
 from datafactory.providers.pricing import cost
@@ -137,20 +140,33 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
         limits = Limits(pipe.limits.rpm, pipe.limits.tpm, max_completion=expected_completion_tokens(pipe))
         provider = create_provider(pipe.provider, api_key=api_key, timeout_s=pipe.limits.timeout_s,
                                    concurrency=pipe.limits.concurrency)
-        requester = Requester(pipe, provider, cache, limits, stats)
+        breaker = breaker_for(pipe)
+        budget = budget_for(pipe, cache.usage_by_model()) if pipe.limits.max_cost_usd is not None else None
+        requester = Requester(pipe, provider, cache, limits, stats, breaker=breaker, budget=budget)
         processor = RowProcessor(pipe, requester)
         _seed_dedup(processor, cache, fp, pipe)
-        sched = Scheduler(pipe, processor, cache, stats, progress, fp, handle_signals=handle_signals)
-        progress.start(stats)
-        complete = False
-        try:
-            await sched.run()
-            complete = not stats.interrupted
-        finally:
-            stats.finished = time.monotonic()
-            stats.stop_signal = sched.stop_signal
-            finalize(run, cache, pipe, fp, stats, complete=complete)
-            progress.stop(stats)
+        sched = Scheduler(pipe, processor, cache, stats, progress, fp)
+        breaker.on_trip = sched.halt
+        loop = asyncio.get_running_loop()
+        # signals stay ours until the export, stats.json and dataset_info.json are written
+        with routed(lambda signum: loop.call_soon_threadsafe(sched.request_stop, signum), enabled=handle_signals):
+            progress.start(stats)
+            complete = False
+            try:
+                await sched.run()
+                complete = not stats.interrupted
+            except RunStopped as exc:
+                stats.stopped = type(exc).__name__
+                exc.stats = stats
+                raise
+            finally:
+                stats.finished = time.monotonic()
+                stats.stop_signal = sched.stop_signal
+                if budget is not None:
+                    stats.spent_usd = budget.spent_usd
+                stats.top_rejects = cache.reject_examples(fp)
+                finalize(run, cache, pipe, fp, stats, complete=complete)
+                progress.stop(stats)
         return stats
     finally:
         if provider is not None:

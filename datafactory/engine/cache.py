@@ -96,6 +96,17 @@ class Cache:
         for (blob,) in self._db.execute("SELECT request FROM responses"):
             yield orjson.loads(blob)
 
+    def usage_by_model(self) -> dict[str, tuple[int, int]]:
+        """Prompt and completion tokens the server reported over every stored response, per model
+        (what the run dir has cost so far; a cache hit costs nothing)."""
+        out: dict[str, tuple[int, int]] = {}
+        for req, resp in self._db.execute("SELECT request, response FROM responses"):
+            model = str(orjson.loads(req).get("model") or "")
+            data = orjson.loads(resp)
+            p, c = out.get(model, (0, 0))
+            out[model] = (p + int(data.get("prompt_tokens") or 0), c + int(data.get("completion_tokens") or 0))
+        return out
+
     # ---------------------------------------------------------------- outcomes
     def is_done(self, fingerprint: str, row_key: str) -> bool:
         """A row is done when it has an outcome — unless that outcome is a reject a rerun asks again
@@ -132,6 +143,19 @@ class Cache:
                                "ORDER BY seq, sample", (fingerprint, int(ok)))
         for key, sample, blob in cur:
             yield f"{key}#{sample}", blob
+
+    def reject_examples(self, fingerprint: str, top: int = 3) -> list[tuple[str, int, str]]:
+        """The ``top`` most frequent reject reasons of a fingerprint: ``(reason, count, example last_error)``."""
+        rows = self._db.execute(
+            "SELECT reason, COUNT(*) AS n, MIN(rowid) FROM outcomes WHERE fingerprint = ? AND ok = 0 "
+            "GROUP BY reason ORDER BY n DESC, reason LIMIT ?", (fingerprint, top)).fetchall()
+        out = []
+        for reason, n, rowid in rows:
+            (blob,) = self._db.execute("SELECT payload FROM outcomes WHERE rowid = ?", (rowid,)).fetchone()
+            payload = orjson.loads(blob)
+            example = str(payload.get("last_error") or "") if isinstance(payload, dict) else ""
+            out.append((str(reason), int(n), example))
+        return out
 
     def totals(self, fingerprint: str) -> tuple[int, dict[str, int]]:
         written = self._db.execute("SELECT COUNT(*) FROM outcomes WHERE fingerprint = ? AND ok = 1",

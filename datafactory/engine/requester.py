@@ -1,7 +1,8 @@
-"""One request, the way every request goes: cache → limits → provider → retry → cache.
+"""One request, the way every request goes: cache → breaker → budget → limits → provider → retry → cache.
 
 The response is stored in the cache the moment it arrives (before it is parsed), so a crash right
-after can never cost a second payment for it.
+after can never cost a second payment for it. Every attempt reports to the run-level breaker, and
+with a cost limit every attempt reserves its worst case before it is sent.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 from datafactory import constants as C
 from datafactory.config.pipeline import Pipeline
+from datafactory.engine.breaker import Breaker, breaker_for
+from datafactory.engine.budget import Budget
 from datafactory.engine.cache import Cache
 from datafactory.engine.ratelimit import Limits
 from datafactory.engine.retry import with_retries
@@ -42,8 +45,11 @@ def expected_completion_tokens(pipe: Pipeline) -> int:
 
 
 class Requester:
-    def __init__(self, pipe: Pipeline, provider: Provider, cache: Cache, limits: Limits, stats: Stats) -> None:
+    def __init__(self, pipe: Pipeline, provider: Provider, cache: Cache, limits: Limits, stats: Stats, *,
+                 breaker: Breaker | None = None, budget: Budget | None = None) -> None:
         self.pipe, self.provider, self.cache, self.limits, self.stats = pipe, provider, cache, limits, stats
+        self.breaker = breaker or breaker_for(pipe)
+        self.budget = budget
         self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,
                         "template": pipe.prompt.fingerprint, "schema": content_hash(pipe.schema)}
         self._expected_out = expected_completion_tokens(pipe)
@@ -66,22 +72,35 @@ class Requester:
 
         async def call() -> Completion:
             nonlocal attempts
-            attempts += 1
-            ticket = await self.limits.before_request(prompt_est)
-            self.stats.requests_sent += 1
+            self.breaker.check()
+            # the worst case is reserved before the request goes out, so requests in flight never add up
+            # past the budget; it becomes the real cost when the answer arrives (nothing when it failed)
+            reserved = self.budget.reserve(prompt_est, self._expected_out) if self.budget is not None else 0.0
+            charged: float | None = None
             try:
-                comp = await self.provider.complete(self.pipe.provider.model, messages, params)
-            except ProviderError as exc:
-                self.limits.after_failure(ticket, answered=exc.status is not None)
-                if isinstance(exc, RateLimited):
-                    self.stats.rate_limited += 1
-                raise
-            self.limits.after_response(ticket, comp.prompt_tokens, comp.completion_tokens)
-            return comp
+                attempts += 1
+                ticket = await self.limits.before_request(prompt_est)
+                self.stats.requests_sent += 1
+                try:
+                    comp = await self.provider.complete(self.pipe.provider.model, messages, params)
+                except ProviderError as exc:
+                    self.limits.after_failure(ticket, answered=exc.status is not None)
+                    if isinstance(exc, RateLimited):
+                        self.stats.rate_limited += 1
+                    self.breaker.failure(exc, key)
+                    raise
+                self.limits.after_response(ticket, comp.prompt_tokens, comp.completion_tokens)
+                self.breaker.success()
+                charged = self._cost(comp)
+                return comp
+            finally:
+                if self.budget is not None:
+                    self.budget.settle(reserved, charged)
 
         try:
             comp = await with_retries(call, max_attempts=self.pipe.limits.max_attempts,
-                                      gate=self.limits.gate, stats=self.stats)
+                                      gate=self.limits.gate, stats=self.stats, sleep=self.breaker.sleep,
+                                      rate_limit_wait_s=self.pipe.limits.rate_limit_wait_s)
         except ProviderError as exc:
             self.stats.failed_requests += 1
             raise RequestFailed(exc, attempts) from None
@@ -90,11 +109,14 @@ class Requester:
         self._account(comp, est)
         return Answer(comp, attempts, False)
 
+    def _cost(self, comp: Completion) -> float | None:
+        return cost(self.pipe.provider.model, self.pipe.pricing, comp.prompt_tokens, comp.completion_tokens)
+
     def _account(self, comp: Completion, est: int) -> None:
         s = self.stats
         s.prompt_tokens += comp.prompt_tokens
         s.completion_tokens += comp.completion_tokens
-        s.add_cost(cost(self.pipe.provider.model, self.pipe.pricing, comp.prompt_tokens, comp.completion_tokens))
+        s.add_cost(self._cost(comp))
         self._observe_headers(comp.headers)
 
     def _observe_headers(self, headers: dict[str, str]) -> None:

@@ -3,15 +3,21 @@
 Retried: ``RateLimited`` and ``TransientError`` (5xx, timeouts, dropped/refused connections, non-JSON
 200 bodies). Not retried: ``FatalRequestError`` (400/403/404...) and ``AuthenticationFailed`` (401,
 which stops the run). Providers never retry on their own (SDK ``max_retries=0``).
+
+``max_attempts`` counts failures other than 429: waiting on rate limits is bounded by time
+(``rate_limit_wait_s`` since the first 429 of the request), so a long 429 storm that the run rides
+out does not use up a row's attempts. Every provider (HTTP, SDK, ZhipuAI) goes through here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from datafactory import constants as C
 from datafactory.engine.ratelimit import PauseGate
@@ -33,9 +39,32 @@ def _wait(state: RetryCallState) -> float:
     return backoff(state.attempt_number)
 
 
+class _Stop:
+    """Stop after ``max_attempts`` failures that are not 429s, or once 429s have been waited on for
+    ``rate_limit_wait_s`` (counted from this request's first 429)."""
+
+    def __init__(self, max_attempts: int, rate_limit_wait_s: float) -> None:
+        self.max_attempts, self.rate_limit_wait_s = max_attempts, rate_limit_wait_s
+        self.failures = 0
+        self.first_429: float | None = None
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited):
+            now = time.monotonic()
+            if self.first_429 is None:
+                self.first_429 = now
+            return now - self.first_429 >= self.rate_limit_wait_s
+        self.failures += 1
+        return self.failures >= self.max_attempts
+
+
 async def with_retries(call: Callable[[], Awaitable[T]], *, max_attempts: int, gate: PauseGate,
-                       stats: Stats) -> T:
-    """Run ``call`` until it succeeds, fails for good, or ``max_attempts`` is reached (last error raised)."""
+                       stats: Stats, rate_limit_wait_s: float = C.DEFAULT_RATE_LIMIT_WAIT_S,
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
+    """Run ``call`` until it succeeds, fails for good, ``max_attempts`` non-429 failures are reached, or
+    429s were waited on for ``rate_limit_wait_s`` (last error raised). ``sleep`` does the backoff waits
+    (the breaker's ends early when the run stops)."""
 
     def before_sleep(state: RetryCallState) -> None:
         stats.retries += 1
@@ -45,7 +74,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, max_attempts: int, g
             pause = exc.retry_after if exc.retry_after is not None else C.DEFAULT_RATE_LIMIT_PAUSE_S
             gate.pause(min(pause, C.RETRY_AFTER_CAP_S))
 
-    retrying = AsyncRetrying(stop=stop_after_attempt(max_attempts), wait=_wait,
+    retrying = AsyncRetrying(stop=_Stop(max_attempts, rate_limit_wait_s), wait=_wait, sleep=sleep,
                              retry=retry_if_exception_type((RateLimited, TransientError)),
                              before_sleep=before_sleep, reraise=True)
     result: T

@@ -3,14 +3,17 @@ workers taking rows from it, and a ticker feeding the progress display.
 
 In-flight requests equal the concurrency (each worker holds one row at a time) and memory stays flat
 whatever the input size: at most ``2 × concurrency`` rows wait in the queue.
+
+Two kinds of stop end a run early: a signal (``request_stop``, wired by ``augment``) and a halt from
+the run itself (``halt``: the breaker tripped, the budget is reached). Both stop feeding rows, let
+requests already on the wire land, and leave rows not started without an outcome, so a rerun does
+them. After a halt, ``run`` raises the halting error (a ``RunStopped``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import threading
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any
@@ -20,6 +23,7 @@ from datafactory.engine.cache import Cache
 from datafactory.engine.process import RowProcessor, RowTask
 from datafactory.engine.progress import Progress
 from datafactory.engine.stats import Stats
+from datafactory.errors import RunStopped
 from datafactory.io.readers import BadRow, iter_rows
 from datafactory.record import content_hash
 
@@ -35,19 +39,34 @@ def row_key(row: dict[str, Any] | BadRow) -> str:
 
 class Scheduler:
     def __init__(self, pipe: Pipeline, processor: RowProcessor, cache: Cache, stats: Stats,
-                 progress: Progress, fingerprint: str, *, handle_signals: bool = True) -> None:
+                 progress: Progress, fingerprint: str) -> None:
         self.pipe, self.processor, self.cache, self.stats = pipe, processor, cache, stats
         self.progress, self.fingerprint = progress, fingerprint
         self.stop_signal: int | None = None
+        self.halted: RunStopped | None = None
         self._stopping = asyncio.Event()
         self._force = False
-        self._handle_signals = handle_signals
+        self._grace = STOP_GRACE_S
+        self._over = False
 
     def request_stop(self, signum: int) -> None:
+        """A signal: stop feeding rows; a second one stops waiting for in-flight requests. Once the run
+        is over (the export is being written) it changes nothing."""
+        if self._over:
+            return
         if self.stop_signal is not None:
-            # second Ctrl-C: stop waiting for in-flight requests
             self._force = True
         self.stop_signal = signum
+        self.stats.interrupted = True
+        self._stopping.set()
+
+    def halt(self, error: RunStopped, grace_s: float | None = None) -> None:
+        """The run cannot go on (breaker, budget): stop feeding rows; ``run`` raises ``error`` at the end.
+        ``grace_s``: how long requests already on the wire may take to land (they may be paid for)."""
+        if self.halted is None:
+            self.halted = error
+            if grace_s is not None:
+                self._grace = grace_s
         self._stopping.set()
 
     async def run(self) -> None:
@@ -56,15 +75,16 @@ class Scheduler:
         producer = asyncio.create_task(self._produce(queue, conc))
         workers = [asyncio.create_task(self._work(queue)) for _ in range(conc)]
         ticker = asyncio.create_task(self._tick())
-        restore = self._install_signals()
         try:
             await self._supervise(producer, workers, queue)
         finally:
             ticker.cancel()
-            restore()
             for task in [producer, *workers, ticker]:
                 task.cancel()
             await asyncio.gather(producer, *workers, ticker, return_exceptions=True)
+            self._over = True
+        if self.halted is not None:
+            raise self.halted
 
     async def _supervise(self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]],
                          queue: asyncio.Queue[RowTask | None]) -> None:
@@ -84,7 +104,6 @@ class Scheduler:
 
     async def _drain(self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]],
                      queue: asyncio.Queue[RowTask | None]) -> None:
-        self.stats.interrupted = True
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await producer
@@ -92,7 +111,7 @@ class Scheduler:
             queue.get_nowait()
         for _ in workers:
             queue.put_nowait(None)
-        deadline = asyncio.get_running_loop().time() + STOP_GRACE_S
+        deadline = asyncio.get_running_loop().time() + self._grace
         while any(not w.done() for w in workers) and not self._force:
             if asyncio.get_running_loop().time() > deadline:
                 break
@@ -141,7 +160,11 @@ class Scheduler:
             task = await queue.get()
             if task is None:
                 return
-            samples = await self.processor.process(task)
+            try:
+                samples = await self.processor.process(task)
+            except RunStopped as exc:  # the breaker or the budget: this row gets no outcome (rerun does it)
+                self.halt(exc)
+                return
             self.cache.commit_row(self.fingerprint, task.key, task.seq, samples)
             s = self.stats
             s.rows_done += 1
@@ -155,25 +178,6 @@ class Scheduler:
         while True:
             self.progress.update(self.stats)
             await asyncio.sleep(0.25)
-
-    def _install_signals(self) -> Any:
-        # only the owner of the process's main loop may take over SIGINT/SIGTERM
-        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self.request_stop, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
-
-        def restore() -> None:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-        return restore
 
 
 def _take(it: Iterator[Any], n: int) -> list[Any]:

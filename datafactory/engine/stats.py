@@ -33,6 +33,10 @@ class Stats:
     total_written: int = 0              # over the whole run dir
     total_rejected: dict[str, int] = field(default_factory=dict)
     datasets: dict[str, int] = field(default_factory=dict)   # dataset (file stem in data/) → rows
+    stopped: str | None = None          # the run stopped itself: RequestsFailing (breaker) / BudgetExhausted
+    spent_usd: float | None = None      # with a cost limit: the run dir's spend so far (reported usage)
+    # the most frequent reject reasons of this configuration: (reason, count, example last_error)
+    top_rejects: list[tuple[str, int, str]] = field(default_factory=list)
     # the configuration changed since the run dir's last run: what changed, rows redone, estimated cost
     config_change: dict[str, Any] | None = None
     # data/ was left as it was (this run's export had fewer rows and the run did not finish): why
@@ -63,7 +67,9 @@ class Stats:
             "rejected_total": sum(self.rejected.values()),
             "elapsed_s": round(self.elapsed, 3), "rows_per_s": round(self.rows_per_s, 2),
             "requests_per_s": round(self.requests_sent / self.elapsed, 2) if self.elapsed > 0 else 0.0,
-            "interrupted": self.interrupted,
+            "interrupted": self.interrupted, "stopped": self.stopped,
+            "spent_usd": None if self.spent_usd is None else round(self.spent_usd, 6),
+            "top_rejects": [{"reason": r, "count": n, "example": e[:300]} for r, n, e in self.top_rejects],
             "run_totals": {"written": self.total_written, "rejected": self.total_rejected},
             "datasets": self.datasets,
             "config_change": self.config_change,
