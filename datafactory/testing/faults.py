@@ -29,6 +29,9 @@ __all__ = [
     "last_user_message",
     "completion_body",
     "error_body",
+    "chat_body",
+    "nested_json",
+    "fastapi_error_body",
 ]
 
 #: A responder maps (request JSON body, choice index) to the assistant message content.
@@ -36,7 +39,8 @@ Responder = Callable[[dict[str, Any], int], str]
 #: A fault function maps (request index starting at 0, request JSON body) to a Fault or None.
 FaultFn = Callable[[int, dict[str, Any]], "Fault | None"]
 
-FAULT_KINDS = frozenset({"status", "drop", "drop_mid", "hang", "html", "empty", "truncated_json", "content"})
+FAULT_KINDS = frozenset({"status", "drop", "drop_mid", "hang", "html", "empty", "truncated_json", "content",
+                         "body", "trickle"})
 
 HTML_BODY = b"<html><body>Bad Gateway</body></html>"
 
@@ -55,7 +59,10 @@ class Fault:
       ``empty``          status 200, ``application/json``, empty body;
       ``truncated_json`` status 200, ``application/json``, a valid completion body cut in half;
       ``content``        status 200 normal completion whose message content is ``content``
-                         (the responder's output when None) and finish reason ``finish_reason``.
+                         (the responder's output when None) and finish reason ``finish_reason``;
+      ``body``           reply ``status`` with ``body`` verbatim as ``application/json`` (wrong shapes,
+                         bodies nested 100k deep, FastAPI ``{"detail": ...}`` errors: see the builders below);
+      ``trickle``        status 200 and a normal completion, sent one byte every ``trickle_s`` seconds.
     ``headers`` are added to the response (e.g. ``{"Retry-After": "2"}``); ``delay_s`` overrides
     the server latency for this request.
     """
@@ -67,6 +74,8 @@ class Fault:
     finish_reason: str = "stop"
     delay_s: float | None = None
     hang_s: float = 3600.0
+    body: bytes | None = None
+    trickle_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -230,3 +239,21 @@ def completion_body(
             },
         }
     )
+
+
+# --------------------------------------------------------------------- hostile bodies (kind="body")
+def chat_body(choices: Any, *, usage: Any = None, **extra: Any) -> bytes:
+    """A ``chat.completion`` body with ``choices`` (and ``usage``) exactly as given, right or wrong."""
+    return orjson.dumps({"id": "chatcmpl-hostile", "object": "chat.completion", "model": "loopback",
+                         "choices": choices, "usage": usage, **extra})
+
+
+def nested_json(depth: int, opener: str = "[") -> str:
+    """``{"a": [[[[...`` ``depth`` levels deep and never closed (what RecursionError is made of)."""
+    return '{"a":' + opener * depth
+
+
+def fastapi_error_body(detail: Any) -> bytes:
+    """A FastAPI error body as LLaMA-Factory and vLLM send it: ``{"detail": "..."}`` or
+    ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``."""
+    return orjson.dumps({"detail": detail})

@@ -83,8 +83,11 @@ class LoopbackServer:
         host: str = "127.0.0.1",
         port: int = 0,
         keep_log: bool = True,
+        ignore_n: bool = False,
     ) -> None:
         self.latency_s = latency_s
+        # like llama.cpp and Ollama: one choice whatever ``n`` asks for
+        self.ignore_n = ignore_n
         self.responder: Responder = responder or default_responder
         self.expected_api_key = expected_api_key
         self.ratelimit_headers = dict(ratelimit_headers) if ratelimit_headers else None
@@ -304,6 +307,8 @@ class LoopbackServer:
         finish_reason: str,
         extra: dict[str, str] | None,
     ) -> web.Response:
+        if self.ignore_n:
+            body = {k: v for k, v in body.items() if k != "n"}
         payload = completion_body(body, index, self.responder, content=content, finish_reason=finish_reason)
         headers = {"Content-Type": _JSON}
         if self.ratelimit_headers:
@@ -335,6 +340,18 @@ class LoopbackServer:
             return web.Response(status=200, body=HTML_BODY, headers=headers), 200
         if kind == "empty":
             return _json_response(200, b"", fault.headers), 200
+        if kind == "body":
+            return _json_response(fault.status, fault.body or b"", fault.headers), fault.status
+        if kind == "trickle":
+            payload = completion_body(body, index, self.responder, finish_reason=fault.finish_reason)
+            resp = web.StreamResponse(status=200, headers={"Content-Type": _JSON, **fault.headers})
+            resp.content_length = len(payload)
+            await resp.prepare(request)
+            for i in range(len(payload)):
+                await resp.write(payload[i:i + 1])
+                await asyncio.sleep(fault.trickle_s)
+            await resp.write_eof()
+            return resp, 200
         payload = completion_body(body, index, self.responder, finish_reason=fault.finish_reason)
         half = payload[: len(payload) // 2]
         if kind == "truncated_json":
