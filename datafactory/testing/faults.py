@@ -64,7 +64,8 @@ class Fault:
                          bodies nested 100k deep, FastAPI ``{"detail": ...}`` errors: see the builders below);
       ``trickle``        status 200 and a normal completion, sent one byte every ``trickle_s`` seconds.
     ``headers`` are added to the response (e.g. ``{"Retry-After": "2"}``); ``delay_s`` overrides
-    the server latency for this request.
+    the server latency for this request; ``message`` replaces the default text of a ``status``
+    error body (what a real server says: ``"presence_penalty: Input should be a valid number"``).
     """
 
     kind: str = "status"
@@ -76,6 +77,7 @@ class Fault:
     hang_s: float = 3600.0
     body: bytes | None = None
     trickle_s: float = 1.0
+    message: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:

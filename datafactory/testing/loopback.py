@@ -324,7 +324,8 @@ class LoopbackServer:
         if kind == "status":
             if fault.status == 200:
                 return self._completion(body, index, None, fault.finish_reason, fault.headers), 200
-            return _json_response(fault.status, error_body(fault.status), fault.headers), fault.status
+            return (_json_response(fault.status, error_body(fault.status, fault.message), fault.headers),
+                    fault.status)
         if kind == "content":
             return self._completion(body, index, fault.content, fault.finish_reason, fault.headers), 200
         if kind == "hang":
