@@ -76,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "send nothing")
     a.add_argument("--quiet", action="store_true", help="no progress display")
 
-    v = sub.add_parser("validate", help="check a pipeline YAML without running it")
-    v.add_argument("pipeline")
+    v = sub.add_parser("validate", help="check a pipeline or train-eval recipe YAML without running it",
+                       description="Check a pipeline (config, input file, input columns, gate field names) or "
+                                   "a train-eval recipe (layout, files, datasets, template) the way augment / "
+                                   "train-eval check it before they start; nothing is sent or trained.")
+    v.add_argument("pipeline", metavar="FILE", help="pipeline or recipe YAML")
 
     b = sub.add_parser("build-info", help="write/merge LLaMA-Factory dataset_info.json for the datasets in DIR")
     b.add_argument("dir", help="directory to scan for .jsonl/.json/.parquet/.csv files and save_to_disk dirs")
@@ -206,6 +209,8 @@ def _print_plan(pipe: Any) -> int:
         for m in messages:
             print(f"[{m['role']}]\n{m['content']}")
     print(f"\nrows: {result.rows} (+{result.bad_rows} unusable)  requests: {result.requests}")
+    for reason, count in sorted(result.unusable.items(), key=lambda kv: -kv[1]):
+        print(f"  unusable, {reason}: {count} rows, e.g. {result.unusable_examples[reason]}")
     print(f"estimated tokens: {result.prompt_tokens} prompt + {result.completion_tokens} completion (≈4 chars/token)")
     if result.cost_usd is None:
         print(f"estimated cost: unknown (no price for '{pipe.provider.model}'; set pricing.input_per_1m/output_per_1m)")
@@ -227,19 +232,12 @@ def _print_plan(pipe: Any) -> int:
 
 
 def _validate(args: argparse.Namespace, argv: list[str]) -> int:
-    from datafactory.config.pipeline import load_pipeline
+    from datafactory.config.validate import validate_file
 
-    pipe = load_pipeline(args.pipeline)
-    from pathlib import Path
-
-    from datafactory.errors import InputError
-    from datafactory.io.readers import is_local
-
-    # a typo in input.path would otherwise only show up when the run starts
-    if is_local(pipe.input.path) and not Path(pipe.input.path).is_file():
-        raise InputError("input file not found (input.path)", file=pipe.input.path)
-    print(f"ok: {args.pipeline} (pipeline '{pipe.name}', {pipe.provider.kind}:{pipe.provider.model}, "
-          f"input {pipe.input.path}, output {pipe.output.dir})")
+    result = validate_file(args.pipeline)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"ok: {args.pipeline} ({result.summary})")
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from datafactory import constants as C
+from datafactory.config.names import check_gate_names
 from datafactory.config.params import check_params
 from datafactory.config.prompt import PromptTemplate, load_template
 from datafactory.config.spec import Key, check_section, non_negative, positive
@@ -244,6 +245,7 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
     for gate, keys in GATE_KEYS.items():
         if q[gate] is not None:
             q[gate] = check_section(loc, q[gate], f"quality.{gate}", keys)
+    check_gate_names(loc, q, schema, columns, fields, output.format, output.conversation)
     if q["decontaminate"]:
         q["decontaminate"]["eval_sets"] = [_eval_set(loc, v, base) for v in q["decontaminate"]["eval_sets"]]
     if output.format in ("preference", "kto") and not q["answer_check"]:

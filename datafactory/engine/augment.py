@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from datafactory.config.names import check_input_columns
 from datafactory.config.pipeline import Pipeline, load_pipeline
 from datafactory.engine.breaker import breaker_for
 from datafactory.engine.budget import budget_for
@@ -94,6 +95,7 @@ def _prepare(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> tupl
     key = api_key_for(pipe.provider)
     register_secret(key)
     _preflight_input(pipe)
+    check_input_columns(pipe)  # a typo in input.fields would cost every row in requests
     return pipe, key
 
 
@@ -225,19 +227,34 @@ class Plan:
     requests: int = 0
     cost_usd: float | None = None
     model: str = ""
+    # rows that will not be sent, by reject reason, with the first example of each (file:line: why)
+    unusable: dict[str, int] = field(default_factory=dict)
+    unusable_examples: dict[str, str] = field(default_factory=dict)
+
+    def _unusable(self, reason: str, example: str) -> None:
+        self.bad_rows += 1
+        self.unusable[reason] = self.unusable.get(reason, 0) + 1
+        self.unusable_examples.setdefault(reason, example)
 
 
 def plan(pipeline: Pipeline | str | Path, *, show: int = 3, **overrides: Any) -> Plan:
     """Render a few prompts, count rows, estimate tokens and cost. Needs no API key; sends nothing."""
     pipe = _as_pipeline(pipeline, overrides)
+    check_input_columns(pipe)
     inp = pipe.input
     per_request = expected_completion_tokens(pipe)
     result = Plan(rows=0, bad_rows=0, model=pipe.provider.model)
-    for _, row in iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset):
+    for pos, row in iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset):
         if inp.limit is not None and result.rows + result.bad_rows >= inp.limit:
             break
-        if isinstance(row, BadRow) or any(row.get(c) in (None, "") for c in inp.fields.values()):
-            result.bad_rows += 1
+        if isinstance(row, BadRow):
+            result._unusable("bad_input", f"{inp.path}:{row.line}: {row.error}")
+            continue
+        missing = next(((v, c) for v, c in inp.fields.items() if row.get(c) in (None, "")), None)
+        if missing is not None:
+            # the same words as the reject the run would write for it
+            result._unusable("missing_field", f"{inp.path}:{pos}: input column '{missing[1]}' "
+                             f"(for {{{{ {missing[0]} }}}}) is missing or empty")
             continue
         result.rows += 1
         messages = pipe.prompt.render({v: row[c] for v, c in inp.fields.items()})
