@@ -179,7 +179,7 @@ def test_scoring_path_reads_strict_and_flexible(assets: dict[str, Path], tmp_pat
                             "wrong": "#### 999999"}[self.mode])
             return out
 
-    job = EvalJob(model_path="stub", tasks=["gsm8k"], num_fewshot=2, limit=3,
+    job = EvalJob(model_path="stub", tasks=["gsm8k"], num_fewshot=2, limit=3, apply_chat_template=False,
                   offline_data={"train": str(assets["gsm_train"]), "test": str(assets["gsm_test"])},
                   task_dir=str(tmp_path / "tasks"))
     expected = {"exact": (1.0, 1.0), "loose": (0.0, 1.0), "wrong": (0.0, 0.0)}

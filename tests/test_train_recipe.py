@@ -378,6 +378,17 @@ def test_core_import_does_not_pull_heavy_packages() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_evaluate_does_not_depend_on_train() -> None:
+    code = ("import sys, datafactory.evaluate.lm_eval_runner, datafactory.evaluate.report, "
+            "datafactory.evaluate.gsm8k_offline, datafactory.evaluate.job\n"
+            "train = sorted(m for m in sys.modules if m.startswith('datafactory.train'))\n"
+            "print(train)\nsys.exit(1 if train else 0)")
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # ------------------------------------------------------------------------------ progress, failures, child
 TRAINER_LINES = [
     "Running tokenizer on dataset: 100%|██████████| 32/32 [00:00<00:00, 1717.42 examples/s]",
