@@ -83,10 +83,11 @@ def test_preference_pipeline_against_a_server_that_ignores_n_makes_up_the_sample
 
 def test_zhipuai_is_never_sent_n_and_the_samples_are_made_up(make_project, server):
     proj = make_project(rows=3, provider=_provider("zhipuai", server, temperature=0.7, max_tokens=256, n=2,
-                                                   seed=5))
+                                                   seed=5, top_k=20))
     stats = proj.augment()
     assert stats.written == 6 and server.requests == 6
     assert all("n" not in e.body for e in server.log)
+    assert all(e.body["top_k"] == 20 for e in server.log)  # what create() has no keyword for: extra_body
     assert sorted(e.body.get("seed") for e in server.log) == [5, 5, 5, 6, 6, 6]  # the seed moves on
     ids = sorted(r["qid"] for r in proj.data())
     assert ids == ["q00000", "q00000", "q00001", "q00001", "q00002", "q00002"]

@@ -4,11 +4,10 @@ The SDK is synchronous, so each call runs in a thread; its own retries are off (
 and its exceptions are mapped to ours by type and status code. What the SDK does not do, done here:
 
 * its HTTP pool holds 50 connections whatever the concurrency: we hand it a client sized to ours;
-* its ``timeout`` is per read, so a body trickling a byte a second never ends: our transport makes
-  ``timeout_s`` a total deadline for the whole exchange;
-* its ``create()`` has no ``n`` (and raises on keywords it does not know): ``n`` is never sent
-  (``supports_n = False``; the row processor asks again for the missing samples) and other
-  parameters travel in ``extra_body``;
+* its ``timeout`` is per read, so a body trickling a byte a second never ends: ``timeout_s`` is made
+  a total deadline (the caller stops waiting then; the thread's read stops at the same deadline);
+* its ``create()`` has no ``n`` (and raises on keywords it does not know): ``n`` is never sent (the
+  row processor asks again for the missing samples) and other parameters travel in ``extra_body``;
 * the calls run in daemon threads, so a stop (SIGTERM) never waits for a hung request to end.
 """
 
@@ -19,6 +18,7 @@ import contextlib
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -35,16 +35,16 @@ T = TypeVar("T")
 
 class ZhipuProvider:
     name = "zhipuai"
-    supports_n = False
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout_s: float, concurrency: int) -> None:
         from zhipuai import ZhipuAI
         from zhipuai.api_resource.chat.completions import Completions
 
+        deadline = Deadline(timeout_s)
         http = httpx.Client(timeout=httpx.Timeout(timeout_s),
                             limits=httpx.Limits(max_connections=concurrency + 8,
                                                 max_keepalive_connections=concurrency + 8),
-                            transport=DeadlineTransport(httpx.HTTPTransport(), timeout_s))
+                            event_hooks={"request": [deadline.start], "response": [deadline.watch]})
         self._client = ZhipuAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s,
                                http_client=http)
         self._http = http
@@ -90,7 +90,10 @@ class ZhipuProvider:
         return completion_from_openai_json(data, headers)
 
     async def complete(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
-        return await in_daemon_thread(self._call, model, messages, params)
+        try:
+            return await asyncio.wait_for(in_daemon_thread(self._call, model, messages, params), self._timeout_s)
+        except TimeoutError:
+            raise RequestTimedOut(f"request timed out after {self._timeout_s:g}s") from None
 
     async def aclose(self) -> None:
         self._client.close()
@@ -123,21 +126,21 @@ async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-class DeadlineTransport(httpx.BaseTransport):
-    """An httpx transport that ends every exchange ``seconds`` after it began, even one whose body
-    keeps arriving a byte at a time (httpx's own timeouts are per read)."""
+class Deadline:
+    """httpx event hooks that end every exchange ``seconds`` after it began, even one whose body keeps
+    arriving a byte at a time (httpx's own timeouts are per read). Hooks rather than a transport, so the
+    client keeps its defaults (proxies from the environment, TLS settings)."""
 
-    def __init__(self, inner: httpx.BaseTransport, seconds: float) -> None:
-        self._inner, self._seconds = inner, seconds
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._began: weakref.WeakKeyDictionary[httpx.Request, float] = weakref.WeakKeyDictionary()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = time.monotonic() + self._seconds
-        response = self._inner.handle_request(request)
-        response.stream = _DeadlineStream(response.stream, deadline, request)  # type: ignore[arg-type]
-        return response
+    def start(self, request: httpx.Request) -> None:
+        self._began[request] = time.monotonic()
 
-    def close(self) -> None:
-        self._inner.close()
+    def watch(self, response: httpx.Response) -> None:
+        began = self._began.get(response.request, time.monotonic())
+        response.stream = _DeadlineStream(response.stream, began + self._seconds, response.request)
 
 
 class _DeadlineStream(httpx.SyncByteStream):
