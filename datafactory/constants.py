@@ -44,5 +44,7 @@ PLAIN_PROGRESS_INTERVAL_S = 10.0
 REJECT_RAW_CHARS = 12_000
 # a re-ask repeats at most this much of the reply it corrects
 REASK_ECHO_CHARS = 8_000
+# ... and at most this much of the validation error (a schema message can quote a 10 MB value)
+REASK_ERROR_CHARS = 2_000
 # replies longer than this are parsed and validated in a worker thread, off the event loop
 PARSE_OFF_LOOP_CHARS = 64 * 1024

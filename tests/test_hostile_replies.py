@@ -78,11 +78,21 @@ def test_http_body_nested_100k_levels_is_a_bad_response_reject(make_project, ser
     proj.assert_accounted()
 
 
+def test_object_holding_a_value_nested_1000_deep_is_an_invalid_json_reject(make_project, server):
+    proj = make_project(rows=2, quality={"reask": 0})
+    deep = '{"question": ' + "[" * 1000 + "]" * 1000 + ', "answer": "4 + 3 = 7 #### 7"}'
+    server.set_fault_fn(_only_for("q00000", Fault(kind="content", content=deep)))
+    assert proj.augment().written == 1
+    (rej,) = proj.rejects()
+    assert rej["reason"] == "invalid_json"
+
+
 # ---------------------------------------------------------------------- A2: wrong shapes
 WRONG_SHAPES = {
     "choices_are_strings": chat_body(["text"]),
     "message_is_a_string": chat_body([{"index": 0, "message": "text", "finish_reason": "stop"}]),
     "content_is_a_number": chat_body([{"index": 0, "message": {"role": "assistant", "content": 5}}]),
+    "choices_nested_1020_deep": b'{"choices": [' + b"[" * 1020 + b"]" * 1020 + b"]}",
 }
 
 
@@ -198,6 +208,16 @@ def test_a_10mb_reply_is_not_echoed_whole_in_the_reask_nor_stored_whole_in_rejec
     assert rej["reason"] == "schema_invalid"
     assert len(rej["raw_output"]) < C.REJECT_RAW_CHARS + 200 and rej["raw_output_chars"] == len(huge)
     assert proj.rejects_file.stat().st_size < 50_000
+
+
+def test_a_schema_error_quoting_a_10mb_value_is_cut_in_the_reask(make_project, server):
+    proj = make_project(rows=1, quality={"reask": 1})
+    huge = json.dumps({"question": ["x" * 10_000_000], "answer": GOOD["answer"]})  # not a string
+    server.set_fault_fn(lambda i, body: Fault(kind="content", content=huge))
+    proj.augment()
+    (reask,) = [e.body for e in server.log if is_reask(e.body)]
+    assert len(reask["messages"][-1]["content"]) < C.REASK_ERROR_CHARS + 500
+    assert "is not of type" in reask["messages"][-1]["content"]
 
 
 # ---------------------------------------------------------------------- A5: content filter

@@ -177,7 +177,8 @@ class RowProcessor:
                                   exc.reason, attempts=attempts, last_error=str(exc), raw_output=choice.text)
                 reasks_left -= 1
                 follow_up = [*messages, {"role": "assistant", "content": shorten(choice.text, C.REASK_ECHO_CHARS)},
-                             {"role": "user", "content": reask_message(str(exc)) + _cut_note(choice.text)}]
+                             {"role": "user", "content": reask_message(shorten(str(exc), C.REASK_ERROR_CHARS))
+                              + _cut_note(choice.text)}]
                 self.req.stats.reasks += 1
                 params = {**self.params, "n": 1} if "n" in self.params else self.params
                 try:
@@ -200,11 +201,13 @@ class RowProcessor:
 
     def _check(self, text: str) -> dict[str, Any]:
         obj = extract_json_object(text)
-        self.validator.validate(obj)
-        try:  # what cannot be written (nested deeper than orjson writes) must not reach the commit
+        # first what cannot be written (nested deeper than orjson writes, 255 levels): it must not reach
+        # the commit, nor the schema validator, whose messages repr() the value and would recurse out
+        try:
             orjson.dumps(obj)
         except orjson.JSONEncodeError as exc:
             raise ValidationFailed(f"the JSON object cannot be stored: {exc}", reason="invalid_json") from None
+        self.validator.validate(obj)
         return obj
 
     # ------------------------------------------------------------------ shaping + gates

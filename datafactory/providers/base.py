@@ -144,6 +144,6 @@ def _start(data: Any, limit: int = 4000) -> str:
     """The start of a decoded body for the reject record (redacted before it is cut)."""
     try:
         text = orjson.dumps(data).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        text = repr(data)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255); repr() could recurse out
+        text = f"<a {type(data).__name__} nested too deep to show>"
     return redact(text)[:limit]
