@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from datafactory.quality.decontam import builtin_eval_set
-from datafactory.quality.dedup import Dedup, ExactDedup, NearDedup, _Table, choose_bands
+from datafactory.quality.dedup import Dedup, ExactDedup, NearDedup, choose_bands
 from datafactory.quality.gate import BatchGate, Gate, Reject, SeedableGate, check_all
-from datafactory.quality.normalize import normalize_text, normalize_words, shingle_hashes, tokenize_batch
+from datafactory.quality.hashtable import HashTable
+from datafactory.quality.normalize import normalize_text, normalize_words, tokenize_batch
+from datafactory.quality.shingle import shingle_hashes
 from datafactory.record import Record
 
 
@@ -224,7 +226,7 @@ def test_dedup_gates_satisfy_the_gate_protocols() -> None:
 # ------------------------------------------------------------------ the hash table
 def test_hash_table_keeps_every_key_through_growth_and_wraparound() -> None:
     rng = np.random.default_rng(0)
-    table = _Table(bits=4)
+    table = HashTable(bits=4)
     table.GROW_CHUNK = 1000  # several chunks per rehash, as at millions of rows
     keys = np.concatenate([
         rng.integers(1, 2**63, 20_000, dtype=np.uint64) * np.uint64(2) + np.uint64(1),

@@ -12,152 +12,21 @@ reference that ``benchmarks/dedup.py`` and the tests compare against.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, islice
+from itertools import islice
 
 import numpy as np
-import numpy.typing as npt
 import xxhash
 
 from datafactory.quality.gate import FieldSpec, Reject, field_names, field_texts
-from datafactory.quality.normalize import I64, U64, TokenBatch, mix64, shingle_hashes, tokenize_batch
+from datafactory.quality.hashtable import HashTable, Labels
+from datafactory.quality.minhash import U32, Bool, MinHasher, choose_bands
+from datafactory.quality.normalize import I64, U64, TokenBatch, tokenize_batch, tokens_for
 from datafactory.record import Record
 
-U32 = npt.NDArray[np.uint32]
-Bool = npt.NDArray[np.bool_]
+__all__ = ["Dedup", "ExactDedup", "NearDedup", "choose_bands"]
+
 BATCH = 1024  # rows per numpy pass when seeding; large enough to amortise numpy call overhead
-
-
-class _Table:
-    """uint64 key -> row ordinal by linear probing in two flat arrays, vectorised over many keys:
-    12 bytes a slot (17-34 per entry at its 0.35-0.7 load) against ~100 for a dict of ints.
-    Key 0 marks an empty slot, so callers never store it (their keys map 0 to 1)."""
-
-    MAX_LOAD = 0.7
-    GROW_CHUNK = 1 << 20
-
-    def __init__(self, bits: int = 12) -> None:
-        self._bits, self.size = bits, 0
-        self.keys: U64 = np.zeros(1 << bits, np.uint64)
-        self.values: npt.NDArray[np.int32] = np.zeros(1 << bits, np.int32)
-
-    @property
-    def nbytes(self) -> int:
-        return self.keys.nbytes + self.values.nbytes
-
-    def _home(self, keys: U64) -> I64:  # keys are mixed hashes: their top bits are a uniform slot
-        return (keys >> np.uint64(64 - self._bits)).astype(np.int64)
-
-    def reserve(self, extra: int) -> None:
-        """Make room for ``extra`` more keys now, so slots from :meth:`probe` stay valid."""
-        if self.size + extra > self.MAX_LOAD * len(self.keys):
-            self._grow(self.size + extra)
-
-    def probe(self, keys: U64) -> tuple[I64, I64]:
-        """(ordinal or -1, slot) per key: the slot holding the key, or the empty slot where an
-        insert of it would go (handing that to :meth:`place` saves probing twice). Makes room for
-        all the keys first, so those slots stay valid until they are placed."""
-        self.reserve(len(keys))
-        found, end = np.full(len(keys), -1, np.int64), self._home(keys)
-        pending, slot, mask = np.arange(len(keys)), end.copy(), len(self.keys) - 1
-        while len(pending):
-            stored = self.keys[slot]
-            hit = stored == keys[pending]
-            found[pending[hit]] = self.values[slot[hit]]
-            go_on = ~hit & (stored != 0)  # linear probing: an empty slot ends the key's run
-            end[pending[~go_on]] = slot[~go_on]
-            pending, slot = pending[go_on], (slot[go_on] + 1) & mask
-        return found, end
-
-    def insert(self, keys: U64, values: I64) -> None:
-        """Store the keys not stored yet; the first of repeated keys wins."""
-        fresh = np.zeros(len(keys), np.bool_)
-        fresh[np.unique(keys, return_index=True)[1]] = True
-        found, slot = self.probe(keys)
-        fresh &= found < 0
-        self.place(keys[fresh], values[fresh], slot[fresh])
-
-    def place(self, keys: U64, values: I64, slot: I64) -> None:
-        """Store distinct, absent keys, probing from ``slot`` (their probe() slot)."""
-        self.size += len(keys)
-        mask = len(self.keys) - 1
-        while len(keys):
-            free = np.flatnonzero(self.keys[slot] == 0)
-            # keys racing for one free slot all write it; reading back tells who won (keys are
-            # distinct, so exactly one), the others probe on
-            self.keys[slot[free]] = keys[free]
-            won = np.zeros(len(keys), np.bool_)
-            won[free] = self.keys[slot[free]] == keys[free]
-            self.values[slot[won]] = values[won]
-            keys, values, slot = keys[~won], values[~won], (slot[~won] + 1) & mask
-
-    def _grow(self, need: int) -> None:
-        used = self.keys != 0
-        old, values = self.keys[used], self.values[used]
-        # growing is the memory peak of a run: free the old table before making the new one
-        self.keys, self.values = np.zeros(0, np.uint64), np.zeros(0, np.int32)
-        by_key = np.argsort(old, kind="stable")  # slot order is nearly key order: timsort is quick
-        old, values = old[by_key], values[by_key]
-        del by_key, used
-        while need > self.MAX_LOAD * (1 << self._bits):
-            self._bits += 1
-        self.keys = np.zeros(1 << self._bits, np.uint64)
-        self.values = np.zeros(1 << self._bits, np.int32)
-        # with homes ascending, linear probing puts key i at max(home_i, slot_{i-1} + 1), which is
-        # i + the running maximum of home_i - i: no probing loop; done in chunks to keep the
-        # temporaries small next to the new table
-        self.size, best, wrapped = 0, np.iinfo(np.int64).min, []
-        for lo in range(0, len(old), self.GROW_CHUNK):
-            keys = old[lo : lo + self.GROW_CHUNK]
-            offset = np.arange(lo, lo + len(keys))
-            slot = self._home(keys) - offset
-            np.maximum.accumulate(slot, out=slot)
-            np.maximum(slot, best, out=slot)
-            best = int(slot[-1])
-            slot += offset
-            inside = slot < len(self.keys)
-            self.keys[slot[inside]], self.values[slot[inside]] = keys[inside], values[offset[inside]]
-            self.size += int(inside.sum())
-            wrapped.append(offset[~inside])
-        # the few keys pushed past the last slot wrap around to the first empty slots from 0
-        rest = np.concatenate(wrapped) if wrapped else np.zeros(0, np.int64)
-        self.place(old[rest], values[rest].astype(np.int64), np.zeros(len(rest), np.int64))
-
-
-class _Labels:
-    """Names of the kept rows (record id, or ``input:N`` for seeded rows) in one bytearray:
-    ~20 bytes a label instead of ~70 for a list of str kept alive after their records."""
-
-    def __init__(self) -> None:
-        self._blob, self._ends = bytearray(), array("q")
-
-    def __len__(self) -> int:
-        return len(self._ends)
-
-    def __getitem__(self, i: int) -> str:
-        return self._blob[self._ends[i - 1] if i else 0 : self._ends[i]].decode("utf-8")
-
-    def extend(self, labels: Iterable[str]) -> None:
-        encoded = [label.encode("utf-8") for label in labels]
-        self._ends.extend(islice(accumulate(map(len, encoded), initial=len(self._blob)), 1, None))
-        self._blob += b"".join(encoded)
-
-    @property
-    def nbytes(self) -> int:
-        return len(self._blob) + self._ends.itemsize * len(self._ends)
-
-
-def choose_bands(threshold: float, num_perm: int, min_recall: float = 0.9) -> tuple[int, int]:
-    """(bands, rows) for LSH: the most rows per band (fewest false candidates) whose chance of
-    making a pair at exactly ``threshold`` a candidate, 1 - (1 - t**r)**b, is still ≥ ``min_recall``."""
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    best = (num_perm, 1)
-    for rows in range(1, num_perm + 1):
-        if 1.0 - (1.0 - threshold**rows) ** (num_perm // rows) >= min_recall:
-            best = (num_perm // rows, rows)
-    return best
 
 
 class _TokenGate:
@@ -166,7 +35,7 @@ class _TokenGate:
     def __init__(self, fields: FieldSpec) -> None:
         self.fields = field_names(fields)
         self._seeded = 0
-        self._table, self._labels = _Table(), _Labels()
+        self._table, self._labels = HashTable(), Labels()
 
     @property
     def nbytes(self) -> int:
@@ -190,7 +59,7 @@ class _TokenGate:
 
     def check_texts(self, texts: Sequence[str], labels: Sequence[str]) -> list[Reject | None]:
         """Judge raw texts in order; ``labels`` name the kept ones in later rejects' details."""
-        return self.check_tokens(tokenize_batch(texts), labels)
+        return self.check_tokens(tokens_for(texts), labels)
 
     def seed_tokens(self, tokens: TokenBatch, labels: Sequence[str]) -> None:
         raise NotImplementedError
@@ -240,11 +109,7 @@ class NearDedup(_TokenGate):
     """Rejects a record whose word shingles are about ``threshold`` Jaccard-similar to a kept or
     seeded record's (reason ``near_duplicate``), by MinHash signatures and LSH banding.
 
-    Signatures: ``shingle``-word shingles hashed to 32 bits, then ``num_perm`` functions
-    h_i(x) = a_i * x mod 2**32 with odd a_i derived from ``seed`` by splitmix64 (same seed, same
-    signatures on any machine or numpy version), minimum per function. On already-mixed shingle
-    hashes this multiply-only family matched MinHash's theoretical variance and band-collision
-    curve in our checks, and costs one numpy multiply and one minimum per shingle and function.
+    Signatures and band keys: :class:`~datafactory.quality.minhash.MinHasher`.
 
     Banding: :func:`choose_bands` unless ``bands``/``rows`` are given (16 x 8 for 0.8/128;
     datasketch's default 9 x 13 caught only 79% of near copies in our measurements). A pair with
@@ -271,58 +136,14 @@ class NearDedup(_TokenGate):
         if shingle < 1 or self.bands < 1 or self.rows < 1 or self.bands * self.rows > num_perm:
             raise ValueError(f"need shingle >= 1 and 1 <= bands * rows <= num_perm, got "
                              f"shingle={shingle} bands={self.bands} rows={self.rows} num_perm={num_perm}")
-        # splitmix64's sequence for ``seed``: fixed forever, unlike numpy's generator streams
-        steps = np.arange(1, num_perm + self.bands + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        randoms = mix64(steps + np.uint64(seed % 2**64))
-        self._mult = (randoms[:num_perm] >> np.uint64(32)).astype(np.uint32) | np.uint32(1)
-        self._tile = np.tile(self._mult, (self.CHUNK, 1))
-        self._band_salt = randoms[num_perm:]
+        self._hasher = MinHasher(num_perm, shingle, seed, self.bands, self.rows)
 
     def signatures(self, tokens: TokenBatch) -> tuple[U32, Bool]:
         """MinHash signature per row (all 0xFFFFFFFF for rows without words) and which rows have one."""
-        shingles, offsets = shingle_hashes(tokens, self.shingle)
-        x = (shingles >> np.uint64(32)).astype(np.uint32)
-        counts = np.diff(offsets)
-        rows = np.flatnonzero(counts)
-        if len(rows) <= 16:
-            # few rows (the per-record path): one product matrix beats a loop of numpy calls
-            acc = np.minimum.reduceat(x[:, None] * self._mult, offsets[rows], axis=0)
-        else:
-            rows = rows[np.argsort(-counts[rows], kind="stable")]
-            acc = self._column_minimum(x, offsets[rows], counts[rows])
-        sig = np.full((len(counts), self.num_perm), 0xFFFFFFFF, np.uint32)
-        sig[rows] = acc
-        return sig, counts > 0
-
-    CHUNK = 512
-
-    def _column_minimum(self, x: U32, starts: I64, ordered: I64) -> U32:
-        # rows come sorted by shingle count, longest first, so step s works on a prefix of the
-        # rows: each numpy call covers many rows and no work goes into padding short ones. Chunks
-        # keep the (rows, num_perm) buffers inside L2. Broadcasting the shingle into a buffer and
-        # multiplying two contiguous arrays is faster than numpy's scalar-broadcast multiply.
-        out = np.empty((len(starts), self.num_perm), np.uint32)
-        tile = self._tile[: len(starts)]
-        buf = np.empty_like(tile)
-        for lo in range(0, len(starts), self.CHUNK):
-            part = slice(lo, lo + self.CHUNK)
-            first, counts, acc = starts[part], ordered[part], out[part]
-            acc[...] = x[first][:, None]
-            np.multiply(acc, tile[: len(first)], out=acc)
-            active = len(first) - np.searchsorted(counts[::-1], np.arange(int(counts[0])), side="right")
-            for step in range(1, int(counts[0])):
-                n = int(active[step])
-                buf[:n] = x[first[:n] + step][:, None]
-                np.multiply(buf[:n], tile[:n], out=buf[:n])
-                np.minimum(acc[:n], buf[:n], out=acc[:n])
-        return out
+        return self._hasher.signatures(tokens)
 
     def _band_keys(self, sig: U32) -> U64:
-        bands = sig[:, : self.bands * self.rows].reshape(len(sig), self.bands, self.rows)
-        acc = np.zeros((len(sig), self.bands), np.uint64)
-        for r in range(self.rows):
-            acc = acc * np.uint64(0x9E3779B97F4A7C15) + bands[:, :, r]
-        return np.maximum(mix64(acc ^ self._band_salt), np.uint64(1))
+        return self._hasher.band_keys(sig)
 
     def seed_tokens(self, tokens: TokenBatch, labels: Sequence[str]) -> None:
         sig, has = self.signatures(tokens)
@@ -339,9 +160,7 @@ class NearDedup(_TokenGate):
         rows = np.flatnonzero(has if active is None else has & active)
         keys = self._band_keys(sig[rows])
         hits, slots = (a.reshape(keys.shape) for a in self._table.probe(keys.ravel()))
-        ordered = np.sort(keys, axis=None)
-        shared = np.isin(keys, ordered[1:][ordered[1:] == ordered[:-1]]).any(axis=1)
-        keep: Bool = np.asarray(~shared & (hits < 0).all(axis=1))
+        keep: Bool = ~_shares_a_key(keys) & (hits < 0).all(axis=1)
         # rows that hit the store or share a band key with another row of the batch are settled
         # one by one, in order, so a batch gives exactly what the records checked singly would
         local: dict[int, int] = {}
@@ -364,6 +183,18 @@ class NearDedup(_TokenGate):
         self._table.place(keys[keep].ravel(), ordinals, slots[keep].ravel())
         self._labels.extend(labels[i] for i in rows[keep].tolist())
         return out
+
+
+def _shares_a_key(keys: U64) -> Bool:
+    """Per row of ``keys``: does any of its keys occur elsewhere in ``keys``?"""
+    flat = keys.ravel()
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    same = ordered[1:] == ordered[:-1]
+    marked = np.zeros(len(flat), np.bool_)
+    marked[order[1:][same]] = True
+    marked[order[:-1][same]] = True
+    return np.asarray(marked.reshape(keys.shape).any(axis=1))
 
 
 class Dedup(_TokenGate):

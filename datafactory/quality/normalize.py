@@ -22,15 +22,18 @@ from __future__ import annotations
 import functools
 import re
 import string
+import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
+T = TypeVar("T", bound=np.generic)
 
 _ASCII_TABLE = {ord(c): None for c in string.punctuation}
 _ASCII_PUNCT = string.punctuation.encode()
@@ -132,6 +135,21 @@ class TokenBatch:
     def word_counts(self) -> I64:
         return np.diff(self.word_offsets)
 
+    def select(self, rows: I64) -> TokenBatch:
+        """The batch of just ``rows`` (in that order): what tokenising those texts would give."""
+        text, text_offsets = _gather(np.frombuffer(self.text, np.uint8), self.text_offsets, rows)
+        words, word_offsets = _gather(self.word_hashes, self.word_offsets, rows)
+        return TokenBatch(text.tobytes(), text_offsets, words, word_offsets)
+
+
+def _gather(flat: npt.NDArray[T], offsets: I64, rows: I64) -> tuple[npt.NDArray[T], I64]:
+    """The ragged rows ``rows`` of ``flat`` (row i is ``flat[offsets[i]:offsets[i+1]]``), packed."""
+    sizes = offsets[rows + 1] - offsets[rows]
+    out_offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(sizes, out=out_offsets[1:])
+    index = np.arange(out_offsets[-1]) + np.repeat(offsets[rows] - out_offsets[:-1], sizes)
+    return flat[index], out_offsets
+
 
 def _hash_words(buf: npt.NDArray[np.uint8], starts: I64, lengths: I64) -> U64:
     """Hash each word 8 bytes at a time through unaligned uint64 windows over ``buf``.
@@ -191,36 +209,34 @@ def tokenize_batch(texts: Sequence[str]) -> TokenBatch:
     return TokenBatch(np.compress(keep, buf[:size]).tobytes(), text_offsets, hashes, word_offsets)
 
 
-@functools.cache
-def _position_weights(k: int) -> list[np.uint64]:
-    # odd, so each word's contribution is a bijection of its hash; distinct, so order matters
-    out, state = [], 0xA0761D6478BD642F
-    for _ in range(k):
-        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
-        out.append(np.uint64(state | 1))
-    return out
+class _LastBatch(threading.local):
+    """The last batch :func:`tokens_for` tokenised, per thread, with each text's row."""
+
+    def __init__(self) -> None:  # runs once in each thread that touches it
+        self.rows: dict[str, int] = {}
+        self.tokens: TokenBatch | None = None
 
 
-def shingle_hashes(batch: TokenBatch, k: int) -> tuple[U64, I64]:
-    """64-bit hashes of each row's word k-grams, and per-row offsets into them.
+_LAST = _LastBatch()
 
-    A row with fewer than ``k`` words (but at least one) gets one shingle of all its words, so
-    short texts can still be compared; an empty row gets none. A shingle's hash is a weighted sum
-    of its word hashes (mod 2**64) put through the finaliser: one pass per word position.
+
+def tokens_for(texts: Sequence[str]) -> TokenBatch:
+    """``tokenize_batch(texts)``, reusing the previous call's work when every text was in it.
+
+    The engine runs its gates one after another over a micro-batch, each on the survivors of the
+    one before, and decontamination, exact and near dedup usually read the same field: the first
+    gate tokenises the batch and the others select their rows from it, which is what makes the
+    three cost about one tokenisation. Tokens depend only on a text's content, so selecting rows
+    gives exactly what tokenising them again would.
     """
-    words, counts = batch.word_hashes, batch.word_counts()
-    per_row = np.where(counts >= k, counts - (k - 1), np.minimum(counts, 1))
-    offsets = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(per_row, out=offsets[1:])
-    begin = np.arange(offsets[-1]) + np.repeat(batch.word_offsets[:-1] - offsets[:-1], per_row)
-    padded = np.concatenate([words, np.zeros(k, np.uint64)])
-    short = bool(((counts > 0) & (counts < k)).any())
-    size = np.repeat(np.minimum(counts, k), per_row) if short else None
-    acc = np.zeros(len(begin), np.uint64)
-    for t, weight in enumerate(_position_weights(k)):
-        part = padded[begin + t]
-        if size is not None:
-            # a short row's shingle must not reach into the next row's words
-            part[size <= t] = 0
-        acc += part * weight
-    return mix64(acc), offsets
+    last = _LAST
+    if last.tokens is not None and texts:
+        rows = last.rows
+        picked = [rows.get(text, -1) for text in texts]
+        if min(picked) >= 0:
+            if len(picked) == len(last.tokens) and picked == list(range(len(picked))):
+                return last.tokens
+            return last.tokens.select(np.array(picked, np.int64))
+    tokens = tokenize_batch(texts)
+    last.tokens, last.rows = tokens, {text: i for i, text in enumerate(texts)}
+    return tokens
