@@ -1,11 +1,21 @@
-"""Throughput: datafactory augment vs a minimal raw aiohttp client, side by side, one loopback server.
+"""Throughput: the shipped gsm8k_rephrase pipeline (every gate on) vs a raw aiohttp client, side by side.
 
-The server runs in its own process (200 ms latency by default). Each round runs the raw client and
-then ``datafactory.augment`` (end to end: render, request, SQLite cache, JSON parse, jsonschema
-validation, commit log, atomic JSONL export) over the same number of rows at the same concurrency;
-rounds alternate so machine noise hits both alike. Prints rows/s per client and the ratio.
+One loopback server in its own process (200 ms latency, ``--responder gsm8k``: a distinct valid rephrase
+of every problem, so the gates pass what a real model would). Each round runs, in alternating order, one
+fresh process of each client over the same rows at the same concurrency:
 
-    .venv/bin/python benchmarks/throughput.py --rows 2000 --concurrency 100 --latency 0.2 --rounds 3
+* raw aiohttp: semaphore + POST + JSON decode of each row's prompt (no parse, no validation, no disk);
+* datafactory: ``datafactory.augment("pipelines/gsm8k_rephrase.yaml", input=…, output=…, base_url=…,
+  concurrency=…)`` — only what a user overrides on the command line; every gate, the SQLite cache and
+  commit log and the atomic export run as shipped.
+
+Prints, per concurrency, the median over rounds of rows/s, the ratio, CPU ms per row (the process CPU
+time of the run, all threads, over its rows) and peak RSS. Rows: the first ``--rows`` of GSM8K train
+(``--gsm8k``), repeated with a marker when more are asked (``--rows 100000`` is the RSS-flat check; use a
+shorter ``--latency`` for it).
+
+    .venv/bin/python benchmarks/throughput.py --rows 7000 --concurrency 256 512 --rounds 3
+    .venv/bin/python benchmarks/throughput.py --rows 100000 --concurrency 256 --latency 0.05 --rounds 1 --no-raw
 """
 
 from __future__ import annotations
@@ -14,22 +24,23 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import aiohttp
-import orjson
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+PIPELINE = REPO / "pipelines" / "gsm8k_rephrase.yaml"
+GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "datafactory.testing.loopback", "--port", "0",
-                             "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
+                             "--latency", str(latency), "--responder", "gsm8k"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("LISTENING"):
@@ -37,96 +48,134 @@ def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split()[1]
 
 
-def write_input(path: Path, rows: int) -> None:
+def write_input(path: Path, rows: int, source: Path) -> None:
+    base = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
     with path.open("w") as fh:
         for i in range(rows):
-            q = f"A baker makes {i} loaves in the morning and {i % 17 + 3} more in the afternoon. How many loaves?"
-            fh.write(json.dumps({"question": q, "answer": f"{i} + {i % 17 + 3}\n#### {i + i % 17 + 3}"}) + "\n")
+            row = dict(base[i % len(base)])
+            if i >= len(base):  # a repeat is its own row (the input dedup would otherwise skip it)
+                row["question"] = f"{row['question']} (Set {i // len(base)}.)"
+            fh.write(json.dumps(row) + "\n")
 
 
-def write_pipeline(tmp: Path, url: str, inp: Path, conc: int, transport: str) -> Path:
-    cfg = {
-        "name": "bench", "input": {"path": str(inp), "fields": {"question": "question", "answer": "answer"}},
-        "prompt": {"template": str(REPO / "prompts/gsm8k_rephrase.yaml")},
-        "schema": str(REPO / "schemas/gsm8k_rephrase.json"),
-        "provider": {"kind": "openai", "model": "bench-model", "base_url": url, "transport": transport,
-                     "params": {"temperature": 0.7, "max_tokens": 512}},
-        "limits": {"concurrency": conc, "timeout_s": 30, "max_attempts": 3},
-        "output": {"format": "alpaca", "columns": {"instruction": "question", "output": "answer"}},
-    }
-    path = tmp / f"bench_{transport}.yaml"
-    path.write_text(json.dumps(cfg))  # JSON is valid YAML
-    return path
+# ---------------------------------------------------------------------------- child processes
+def _usage() -> tuple[float, float]:
+    return time.process_time(), time.perf_counter()
 
 
-async def raw_client(url: str, inp: Path, conc: int) -> float:
-    """The baseline: semaphore + POST + JSON decode, nothing else (no parse, no validation, no disk)."""
+def child_raw(url: str, inp: Path, conc: int) -> dict[str, Any]:
+    import aiohttp
+    import orjson
+
+    from datafactory.config.pipeline import load_pipeline
+
+    prompt = load_pipeline(PIPELINE).prompt
     rows = [orjson.loads(line) for line in inp.read_bytes().splitlines()]
-    sem = asyncio.Semaphore(conc)
-    t0 = time.perf_counter()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
-        async def one(row: dict) -> None:
-            body = orjson.dumps({"model": "bench-model", "messages": [{"role": "user", "content": row["question"]}]})
-            async with sem, session.post(f"{url}/chat/completions", data=body,
-                                         headers={"Authorization": "Bearer x",
-                                                  "Content-Type": "application/json"}) as resp:
-                data = orjson.loads(await resp.read())
-                assert data["choices"]
-        await asyncio.gather(*(one(r) for r in rows))
-    return len(rows) / (time.perf_counter() - t0)
+
+    async def run() -> None:
+        sem = asyncio.Semaphore(conc)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as session:
+            async def one(row: dict[str, Any]) -> None:
+                async with sem:
+                    body = orjson.dumps({"model": "gpt-4o-mini", "messages": prompt.render(row)})
+                    async with session.post(f"{url}/chat/completions", data=body,
+                                            headers={"Authorization": "Bearer x",
+                                                     "Content-Type": "application/json"}) as resp:
+                        assert orjson.loads(await resp.read())["choices"]
+            await asyncio.gather(*(one(r) for r in rows))
+
+    cpu0, t0 = _usage()
+    asyncio.run(run())
+    cpu1, t1 = _usage()
+    return {"rows": len(rows), "written": len(rows), "wall": t1 - t0, "cpu": cpu1 - cpu0}
 
 
-def datafactory_run(pipeline: Path, out: Path) -> tuple[float, int]:
+def child_datafactory(url: str, inp: Path, conc: int, out: Path) -> dict[str, Any]:
     from datafactory import augment
 
-    t0 = time.perf_counter()
-    stats = augment(pipeline, output=str(out))
-    elapsed = time.perf_counter() - t0
-    return stats.rows_done / elapsed, stats.written
+    os.environ["OPENAI_API_KEY"] = "bench-key"
+    cpu0, t0 = _usage()
+    stats = augment(PIPELINE, input=str(inp), output=str(out), base_url=url, concurrency=conc)
+    cpu1, t1 = _usage()
+    return {"rows": stats.rows_done, "written": stats.written, "wall": t1 - t0, "cpu": cpu1 - cpu0,
+            "rejected": dict(stats.rejected)}
 
 
+def run_child(kind: str, url: str, inp: Path, conc: int, out: Path) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, url, str(inp), str(conc), str(out)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} run failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child_main(argv: list[str]) -> None:
+    kind, url, inp, conc, out = argv
+    if kind == "raw":
+        result = child_raw(url, Path(inp), int(conc))
+    else:
+        result = child_datafactory(url, Path(inp), int(conc), Path(out))
+    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------- driver
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument("--rows", type=int, default=7000)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--sdk", action="store_true", help="also measure the openai-SDK transport")
+    ap.add_argument("--gsm8k", type=Path, default=GSM8K, help="GSM8K train.jsonl (question/answer rows)")
+    ap.add_argument("--no-raw", action="store_true", help="datafactory only (the RSS check)")
     args = ap.parse_args()
-    os.environ["OPENAI_API_KEY"] = "bench-key"
     proc, url = start_server(args.latency)
-    results: dict[str, list[float]] = {"raw aiohttp": [], "datafactory (http transport)": []}
-    if args.sdk:
-        results["datafactory (openai SDK transport)"] = []
+    kinds = ["datafactory"] if args.no_raw else ["raw", "datafactory"]
+    results: dict[tuple[int, str], list[dict[str, Any]]] = {}
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             inp = tmp / "input.jsonl"
-            write_input(inp, args.rows)
-            pipes = {"datafactory (http transport)": write_pipeline(tmp, url, inp, args.concurrency, "http"),
-                     "datafactory (openai SDK transport)": write_pipeline(tmp, url, inp, args.concurrency, "sdk")}
+            write_input(inp, args.rows, args.gsm8k)
             for r in range(args.rounds):
-                results["raw aiohttp"].append(asyncio.run(raw_client(url, inp, args.concurrency)))
-                for name in results:
-                    if name == "raw aiohttp":
-                        continue
-                    rps, written = datafactory_run(pipes[name], tmp / f"run-{name[-14:-10]}-{r}")
-                    if written != args.rows:
-                        raise SystemExit(f"{name}: wrote {written} of {args.rows} rows")
-                    results[name].append(rps)
+                for conc in args.concurrency:
+                    order = kinds if r % 2 == 0 else kinds[::-1]
+                    for kind in order:
+                        res = run_child(kind, url, inp, conc, tmp / f"run-{conc}-{r}")
+                        if res["rows"] != args.rows:
+                            raise SystemExit(f"{kind}: finished {res['rows']} of {args.rows} rows")
+                        results.setdefault((conc, kind), []).append(res)
+                        print(f"round {r} conc {conc} {kind}: {res['rows'] / res['wall']:.0f} rows/s, "
+                              f"{res['cpu'] * 1000 / res['rows']:.2f} ms CPU/row, {res['rss_mb']:.0f} MB, "
+                              f"written {res['written']} {res.get('rejected', '')}", file=sys.stderr)
     finally:
         proc.terminate()
         proc.wait()
-    ideal = args.concurrency / args.latency if args.latency else float("inf")
-    base = statistics.median(results["raw aiohttp"])
-    print(f"\n{args.rows} rows, concurrency {args.concurrency}, server latency {args.latency * 1000:.0f} ms, "
-          f"{args.rounds} alternating rounds (median); ideal {ideal:.0f} rows/s\n")
-    print("| client | rows/s (median) | all rounds | vs raw aiohttp |")
-    print("|---|---|---|---|")
-    for name, vals in results.items():
-        med = statistics.median(vals)
-        print(f"| {name} | {med:.0f} | {', '.join(f'{v:.0f}' for v in vals)} | {med / base:.2f} |")
+    print(f"\n{args.rows} rows, server latency {args.latency * 1000:.0f} ms, {args.rounds} alternating "
+          "rounds (median)\n")
+    print("| in flight | ideal rows/s | raw aiohttp rows/s | datafactory rows/s | ratio | CPU ms/row (df / raw) "
+          "| peak RSS MB (df / raw) | written |")
+    print("|---|---|---|---|---|---|---|---|")
+    for conc in args.concurrency:
+        df = results[(conc, "datafactory")]
+        raw = results.get((conc, "raw"), [])
+
+        def med(rs: list[dict[str, Any]], f: Any) -> float:
+            return statistics.median(f(x) for x in rs) if rs else float("nan")
+
+        df_rps, raw_rps = med(df, lambda x: x["rows"] / x["wall"]), med(raw, lambda x: x["rows"] / x["wall"])
+        df_cpu = med(df, lambda x: x["cpu"] * 1000 / x["rows"])
+        raw_cpu = med(raw, lambda x: x["cpu"] * 1000 / x["rows"])
+        ratio = statistics.median(a["wall"] and (a["rows"] / a["wall"]) / (b["rows"] / b["wall"])
+                                  for a, b in zip(df, raw, strict=True)) if raw else float("nan")
+        ideal = conc / args.latency if args.latency else float("inf")
+        print(f"| {conc} | {ideal:.0f} | {raw_rps:.0f} | {df_rps:.0f} | {ratio:.2f} | {df_cpu:.2f} / {raw_cpu:.2f} "
+              f"| {med(df, lambda x: x['rss_mb']):.0f} / {med(raw, lambda x: x['rss_mb']):.0f} "
+              f"| {int(med(df, lambda x: x['written']))} |")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_main(sys.argv[2:])
+    else:
+        main()

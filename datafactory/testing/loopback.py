@@ -8,7 +8,7 @@ connections, hangs, HTML / empty / truncated bodies, custom content) per request
 In-process: ``with LoopbackServer(latency_s=0.05) as server: server.enqueue(Fault(status=429))``
 (its own event loop runs in a daemon thread). Subprocess (benchmarks), until SIGTERM/SIGINT::
 
-    python -m datafactory.testing.loopback --port 0 --latency 0.2 [--fault-rate 0.05 --seed 1]
+    python -m datafactory.testing.loopback --port 0 --latency 0.2 [--responder gsm8k] [--fault-rate 0.05]
 
 prints one line ``LISTENING http://127.0.0.1:PORT/v1``; ``GET /_stats`` returns the counters
 as JSON and ``POST /_reset`` resets them.
@@ -16,12 +16,9 @@ as JSON and ``POST /_reset`` resets them.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
-import importlib
-import signal
 import socket
 import sys
 import threading
@@ -380,55 +377,11 @@ def _close_transport(request: web.BaseRequest) -> None:
 
 
 # --------------------------------------------------------------------- subprocess mode
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m datafactory.testing.loopback",
-        description="Loopback OpenAI-compatible fake API server (prints 'LISTENING <base_url>').",
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 = a random free port")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each reply")
-    p.add_argument("--fault-rate", type=float, default=0.0, help="probability of a transient fault")
-    p.add_argument("--seed", type=int, default=None, help="seed for the fault draws")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
-    p.add_argument("--keep-log", action="store_true", help="keep the per-request log in memory")
-    return p.parse_args(argv)
-
-
-async def _amain(args: argparse.Namespace) -> None:
-    server = LoopbackServer(
-        latency_s=args.latency,
-        expected_api_key=args.api_key,
-        host=args.host,
-        port=args.port,
-        keep_log=args.keep_log,
-    )
-    if args.fault_rate > 0:
-        server.set_fault_fn(transient_fault_fn(args.fault_rate, args.seed))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # e.g. Windows
-            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
-
-    def ready() -> None:
-        sys.stdout.write(f"LISTENING {server.base_url}\n")
-        sys.stdout.flush()
-
-    await server.serve(stop, on_ready=ready)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        asyncio.run(_amain(args))
-    else:
-        uvloop.run(_amain(args))
-    return 0
+    """``python -m datafactory.testing.loopback`` (the flags live in ``testing/serve.py``)."""
+    from datafactory.testing.serve import main as serve_main
+
+    return serve_main(argv)
 
 
 if __name__ == "__main__":
