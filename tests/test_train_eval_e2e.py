@@ -18,9 +18,9 @@ import pytest
 pytest.importorskip("llamafactory")
 pytest.importorskip("lm_eval")
 
+from datafactory.config.recipe import load_recipe  # noqa: E402
 from datafactory.errors import TrainFailed  # noqa: E402
 from datafactory.train import train_eval  # noqa: E402
-from datafactory.train.recipe import load_recipe  # noqa: E402
 from datafactory.train.select import eval_losses, read_trainer_state  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]

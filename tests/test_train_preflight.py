@@ -19,10 +19,10 @@ import pytest
 import yaml
 from conftest import Project, cli_env, run_cli, start_cli, wait_for
 
+from datafactory.config.recipe import Recipe, load_recipe, recipe_from_dict
 from datafactory.errors import ConfigError
 from datafactory.testing.loopback import LoopbackServer
 from datafactory.train.preflight import check_rows, locate_model
-from datafactory.train.recipe import Recipe, load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 HUB_ID = "Qwen/Qwen2.5-1.5B-Instruct"

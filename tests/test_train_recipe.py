@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from datafactory.config.recipe import Recipe, load_recipe
 from datafactory.errors import ConfigError, EvalFailed, Interrupted, NoCheckpoint, UnknownName, UserError
 from datafactory.evaluate.lm_eval_runner import scores_from_results
 from datafactory.evaluate.report import build_report, compare, render_markdown
@@ -25,7 +26,6 @@ from datafactory.proc import extras as check
 from datafactory.proc.child import ProcResult, run_streaming
 from datafactory.proc.failure import explain_failure
 from datafactory.train import llamafactory_yaml
-from datafactory.train.recipe import Recipe, load_recipe
 from datafactory.train.runner import LF_HINTS, StepProgress
 from datafactory.train.select import select_best
 from datafactory.train.stages import parse_stages
@@ -103,16 +103,18 @@ def test_each_recipe_default_lives_in_one_place(tmp_path: Path, data_dir: Path) 
     the checker's result for a minimal recipe is what the dataclasses give on their own."""
     import dataclasses
 
+    from datafactory.config import recipe as R
     from datafactory.evaluate.job import EvalJob
-    from datafactory.train import recipe as R
-    from datafactory.train.recipe_fields import REQUIRED
 
-    for table, spec in ((R.MODEL_FIELDS, R.ModelSpec), (R.DATA_FIELDS, R.DataSpec),
-                        (R.TRAIN_FIELDS, R.TrainSpec), (R.EVAL_FIELDS, R.EvalSpec)):
+    for table, spec in ((R.SECTION_KEYS["model"], R.ModelSpec), (R.SECTION_KEYS["data"], R.DataSpec),
+                        (R.SECTION_KEYS["train"], R.TrainSpec), (R.SECTION_KEYS["eval"], R.EvalSpec)):
         defaults = _defaults(spec)
         assert set(table) == {f.name for f in dataclasses.fields(spec)}, spec.__name__
         for name, checker in table.items():
-            assert checker.default == defaults.get(name, REQUIRED), f"{spec.__name__}.{name}"
+            if checker.required:
+                assert name not in defaults, f"{spec.__name__}.{name}"
+            else:
+                assert checker.default == defaults[name], f"{spec.__name__}.{name}"
     job = _defaults(EvalJob)
     for name, value in _defaults(R.EvalSpec).items():
         assert job[name] == value, f"EvalSpec.{name} = {value!r} but EvalJob.{name} = {job[name]!r}"
@@ -146,10 +148,10 @@ def test_unknown_top_level_key(tmp_path: Path, data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
-    ("train: {cutoff_len: long}\n", "expected a whole number"),
-    ("train: {cutoff_len: true}\n", "expected a whole number"),
+    ("train: {cutoff_len: long}\n", "expected an integer"),
+    ("train: {cutoff_len: true}\n", "expected an integer"),
     ("train: {learning_rate: fast}\n", "expected a number"),
-    ("eval: {apply_chat_template: 'yes'}\n", "expected true or false"),
+    ("eval: {apply_chat_template: 'yes'}\n", "expected true/false"),
     ("train: {stage: sf}\n", "did you mean 'sft'"),
     ("train: {method: lorra}\n", "did you mean 'lora'"),
     ("eval: {backend: vllmm}\n", "did you mean 'vllm'"),
@@ -368,7 +370,7 @@ def test_train_stage_without_extra_says_what_to_install(tmp_path: Path, data_dir
 
 
 def test_core_import_does_not_pull_heavy_packages() -> None:
-    code = ("import sys, datafactory.train, datafactory.train.pipeline, datafactory.train.recipe, "
+    code = ("import sys, datafactory.train, datafactory.train.pipeline, datafactory.config.recipe, "
             "datafactory.evaluate.report, datafactory.evaluate.lm_eval_runner\n"
             "heavy = [m for m in ('torch', 'llamafactory', 'lm_eval', 'transformers', 'matplotlib') "
             "if m in sys.modules]\nprint(heavy)\nsys.exit(1 if heavy else 0)")

@@ -10,3 +10,13 @@ def closest(name: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | 
     """The closest valid spelling of ``name`` among ``choices``, or None when nothing is close."""
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
     return matches[0] if matches else None
+
+
+def suggest(name: str, choices: Iterable[str]) -> str | None:
+    """Did-you-mean: the closest spelling, else a choice that is a prefix of ``name`` (``evaluation`` → ``eval``)."""
+    options = [str(c) for c in choices]
+    hit = closest(name, options)
+    if hit is None:
+        prefixed = [c for c in options if len(c) >= 3 and (name.startswith(c) or c.startswith(name))]
+        hit = max(prefixed, key=len) if prefixed else None
+    return hit

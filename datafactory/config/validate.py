@@ -60,7 +60,7 @@ def _validate_pipeline(path: str | Path) -> Validated:
 
 
 def _validate_recipe(loc: Any) -> Validated:
-    from datafactory.train.recipe import recipe_from_located
+    from datafactory.config.recipe import recipe_from_located
 
     recipe = recipe_from_located(loc)
     t = recipe.train

@@ -1,13 +1,16 @@
 """One lm-eval run's settings (:class:`EvalJob`): the only place their defaults live.
 
-The recipe's ``eval:`` section (:class:`datafactory.train.recipe.EvalSpec`) takes its defaults from
-here, so a recipe and a direct ``run_eval`` call evaluate the same way.
+The recipe's ``eval:`` section (:class:`datafactory.config.recipe_model.EvalSpec`) takes its defaults
+from here, so a recipe and a direct ``run_eval`` call evaluate the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# lm-eval model type per backend (the registry the recipe's eval.backend choices come from)
+BACKENDS = {"hf": "hf", "vllm": "vllm"}
 
 
 @dataclass

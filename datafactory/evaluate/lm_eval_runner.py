@@ -23,7 +23,7 @@ from typing import Any
 
 from datafactory.errors import EvalFailed, UserError
 from datafactory.evaluate.gsm8k_offline import OFFLINE_ENV, write_offline_tasks
-from datafactory.evaluate.job import EvalJob
+from datafactory.evaluate.job import BACKENDS, EvalJob
 from datafactory.io.atomic import atomic_write_text
 from datafactory.proc.progress import LineProgress
 
@@ -47,13 +47,13 @@ class RequestProgress(LineProgress):
 
 def model_spec(job: EvalJob) -> tuple[str, dict[str, Any]]:
     """lm-eval model name and model_args for the job's backend."""
-    if job.backend not in ("hf", "vllm"):
-        raise EvalFailed(f"unknown eval backend '{job.backend}' (hf or vllm)")
+    if job.backend not in BACKENDS:
+        raise EvalFailed(f"unknown eval backend '{job.backend}' ({' or '.join(BACKENDS)})")
     args: dict[str, Any] = {"pretrained": job.model_path}
     if job.trust_remote_code:
         args["trust_remote_code"] = True
     args.update(job.model_args)
-    return job.backend, args
+    return BACKENDS[job.backend], args
 
 
 def task_manager(job: EvalJob) -> Any:

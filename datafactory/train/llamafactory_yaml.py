@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from datafactory.config.recipe import Recipe
 from datafactory.io.atomic import atomic_write_text
-from datafactory.train.recipe import Recipe
 
 EXPORT_SIZE_GB = 5
 
@@ -41,7 +41,7 @@ def train_args(recipe: Recipe, *, train_dir: Path, cuda: bool, bf16_ok: bool = F
         "trust_remote_code": m.trust_remote_code,
         "stage": t.stage,
         "do_train": True,
-        "finetuning_type": "lora" if t.uses_adapter else t.method,
+        "finetuning_type": t.finetuning_type,
     }
     if t.uses_adapter:
         args.update(lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,

@@ -24,11 +24,11 @@ from typing import Any
 
 import yaml
 
+from datafactory.config.recipe import Recipe, load_recipe, recipe_from_dict
 from datafactory.errors import RunLocked, UserError
 from datafactory.io.atomic import atomic_write_text
 from datafactory.proc import extras as check
 from datafactory.train import stages as st
-from datafactory.train.recipe import Recipe, load_recipe, recipe_from_dict
 from datafactory.train.stages import STAGES, RunLayout
 
 STAGE_NEEDS = {"train": ("torch", "llamafactory"), "merge": ("torch", "llamafactory"),

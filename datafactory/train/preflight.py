@@ -27,7 +27,7 @@ from datafactory.constants import DATASET_INFO, REJECTS_FILE, STATS_FILE
 from datafactory.errors import ConfigError, Unfit
 
 if TYPE_CHECKING:
-    from datafactory.train.recipe import Recipe
+    from datafactory.config.recipe import Recipe
 
 HUB_PROBE_TIMEOUT_S = 5.0
 DEFAULT_ENDPOINT = "https://huggingface.co"

@@ -1,6 +1,6 @@
 """Checks of a recipe against the world: dataset files, template names, GPU, optional packages.
 
-Split from :mod:`datafactory.train.recipe` (which checks the shape of the YAML) so that each stays
+Split from :mod:`datafactory.config.recipe` (which checks the shape of the YAML) so that each stays
 small. Everything here is cheap: LLaMA-Factory facts come from :mod:`lf_introspect` (no import), and
 torch is imported only when the recipe asks for a GPU-only feature.
 """
@@ -20,7 +20,7 @@ from datafactory.proc import extras as check
 from datafactory.train import lf_introspect
 
 if TYPE_CHECKING:
-    from datafactory.train.recipe import Recipe
+    from datafactory.config.recipe import Recipe
 
 _REMOTE_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 # model_type (config.json) family → template family; only used for a warning
