@@ -32,6 +32,12 @@ BREAKER_FIRST_FAILURES = 10
 # ... or after a streak this long (at least 2 × concurrency) once some had succeeded
 BREAKER_STREAK = 50
 
+# ---- commit log (engine/commit.py): finished rows are written in one transaction per batch, at this
+# many rows or when the oldest has waited this long; a kill -9 loses at most that batch's outcomes,
+# which the resume redoes from the cache without a request
+COMMIT_MAX_ROWS = 256
+COMMIT_MAX_WAIT_S = 0.2
+
 # ---- estimation
 CHARS_PER_TOKEN = 4.0
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 400

@@ -10,6 +10,13 @@
   and the input row's key. A resume skips rows that have an outcome; the data files are exported
   from here, in input order, so they are always complete and never hold a row twice.
 
+The order that makes kill -9 safe: **a response is committed before anything that depends on it is
+committed as an outcome.** ``put`` therefore stays one autocommit statement per response (grouping it
+would let a kill lose a response already paid for, and the resume would pay again); outcomes may be
+grouped (``commit_rows``, driven by ``engine/commit.py``): a row whose outcome is lost with its batch
+is redone from the cache by the resume, without a request, and every row keeps exactly one outcome
+(a row's samples are replaced whole, inside the batch's one transaction).
+
 WAL mode with ``synchronous=NORMAL``: a commit survives a process crash (what kill -9 does) without
 an fsync per request; only a power loss could drop the last few responses (they would be re-asked).
 """
@@ -26,6 +33,9 @@ import orjson
 
 from datafactory.engine.reasons import asked_again_on_rerun
 from datafactory.errors import DiskWriteError
+
+Sample = tuple[bool, "str | None", dict[str, Any]]  # (ok, reject reason, output row or reject record)
+RowOutcome = tuple[str, int, list[Sample]]  # (row key, input position, samples)
 
 SQLITE_FULL = 13
 SQLITE_IOERR = 10
@@ -117,16 +127,21 @@ class Cache:
             "AND NOT (ok = 0 AND asked_again(reason)) LIMIT 1",
             (fingerprint, row_key)).fetchone() is not None
 
-    def commit_row(self, fingerprint: str, row_key: str, seq: int,
-                   samples: list[tuple[bool, str | None, dict[str, Any]]]) -> None:
+    def commit_row(self, fingerprint: str, row_key: str, seq: int, samples: list[Sample]) -> None:
         """Record every sample of one input row in one transaction: all or nothing."""
-        rows = [(fingerprint, row_key, i, seq, int(ok), reason, orjson.dumps(payload))
-                for i, (ok, reason, payload) in enumerate(samples)]
+        self.commit_rows(fingerprint, [(row_key, seq, samples)])
+
+    def commit_rows(self, fingerprint: str, rows: list[RowOutcome]) -> None:
+        """Record every sample of these input rows in one transaction: all or nothing. Only rows whose
+        responses are already committed here belong in it (the rule in the module docstring)."""
+        values = [(fingerprint, key, i, seq, int(ok), reason, orjson.dumps(payload))
+                  for key, seq, samples in rows for i, (ok, reason, payload) in enumerate(samples)]
         try:
             self._db.execute("BEGIN")
             # a retried row replaces its earlier failure completely (it may now have more or fewer samples)
-            self._db.execute("DELETE FROM outcomes WHERE fingerprint = ? AND row_key = ?", (fingerprint, row_key))
-            self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("DELETE FROM outcomes WHERE fingerprint = ? AND row_key = ?",
+                                 [(fingerprint, key) for key, _, _ in rows])
+            self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", values)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:

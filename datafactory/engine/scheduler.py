@@ -20,6 +20,7 @@ from typing import Any
 
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.cache import Cache
+from datafactory.engine.commit import CommitBatcher, count_samples
 from datafactory.engine.process import RowProcessor, RowTask
 from datafactory.engine.progress import Progress
 from datafactory.engine.stats import Stats
@@ -48,6 +49,8 @@ class Scheduler:
         self._force = False
         self._grace = STOP_GRACE_S
         self._over = False
+        # finished rows are committed in groups (one transaction per batch; see engine/commit.py)
+        self.commits = CommitBatcher(cache, fingerprint)
 
     def request_stop(self, signum: int) -> None:
         """A signal: stop feeding rows; a second one stops waiting for in-flight requests. Once the run
@@ -83,6 +86,7 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(producer, *workers, ticker, return_exceptions=True)
             self._over = True
+            self.commits.close()
         if self.halted is not None:
             raise self.halted
 
@@ -165,14 +169,8 @@ class Scheduler:
             except RunStopped as exc:  # the breaker or the budget: this row gets no outcome (rerun does it)
                 self.halt(exc)
                 return
-            self.cache.commit_row(self.fingerprint, task.key, task.seq, samples)
-            s = self.stats
-            s.rows_done += 1
-            for ok, reason, _ in samples:
-                if ok:
-                    s.written += 1
-                else:
-                    s.rejected[reason or "unknown"] += 1
+            self.commits.add(task.key, task.seq, samples)
+            count_samples(self.stats, samples)
 
     async def _tick(self) -> None:
         while True:
