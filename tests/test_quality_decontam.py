@@ -122,3 +122,53 @@ def test_unreadable_eval_files_name_the_file_and_line(tmp_path: Path) -> None:
 
 def test_decontaminator_is_a_gate(gsm8k: Decontaminator) -> None:
     assert isinstance(gsm8k, Gate) and gsm8k.name == "decontam"
+
+
+def reference_verdicts(items: list[tuple[str, str]], texts: list[str], n: int) -> list[str | None]:
+    """The rule in plain Python: the longest size first, then the first position; the first item
+    owning an n-gram names it."""
+    from datafactory.quality.normalize import normalize_words
+
+    owner: dict[tuple[str, ...], str] = {}
+    sizes = {n}
+    for eval_id, text in items:
+        words = normalize_words(text)
+        if 0 < len(words) < n:
+            sizes.add(len(words))
+            owner.setdefault(tuple(words), eval_id)
+        for i in range(len(words) - n + 1):
+            owner.setdefault(tuple(words[i : i + n]), eval_id)
+    out: list[str | None] = []
+    for text in texts:
+        words, found = normalize_words(text), None
+        for size in sorted(sizes, reverse=True):
+            for i in range(len(words) - size + 1):
+                if (gram := tuple(words[i : i + size])) in owner:
+                    found = f'{owner[gram]} shares "{" ".join(gram)}"'
+                    break
+            if found:
+                break
+        out.append(found)
+    return out
+
+
+def test_batch_verdicts_equal_the_plain_rule_on_mixed_records(test_questions: list[str]) -> None:
+    import random
+
+    rng = random.Random(5)
+    items = [(f"e:{i}", q) for i, q in enumerate(test_questions[:200])]
+    items += [("short:0", "What is two plus two?"), ("short:1", "Count the apples"), ("dup:0", test_questions[3])]
+    texts: list[str] = []
+    for k in range(300):
+        words = rng.choice(test_questions).split()
+        start = rng.randrange(max(len(words) - 14, 1))
+        piece = " ".join(words[start : start + rng.choice([5, 12, 13, 20])])
+        fill_words = ["so", "then", "apples", "two", "plus", "count"]
+        filler = " ".join(rng.choice(fill_words) for _ in range(rng.randrange(12)))
+        texts.append(rng.choice([f"{filler} {piece}", f"{piece} {filler}", filler, "", f"Count the APPLES! {k}"]))
+    gate = Decontaminator(ngram=13, fields="question", eval_sets=[])
+    gate.add_items(items)
+    records = [Record(id=str(i), source={}, fields={"question": t}) for i, t in enumerate(texts)]
+    got = [v.detail if v else None for s in range(0, len(records), 64) for v in gate.check_batch(records[s : s + 64])]
+    assert got == reference_verdicts(items, texts, 13)
+    assert sum(v is not None for v in got) > 50 and any(v and v.startswith("short:") for v in got)

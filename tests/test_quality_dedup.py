@@ -240,3 +240,16 @@ def test_hash_table_keeps_every_key_through_growth_and_wraparound() -> None:
     assert table.size == len(keys)
     missing, _ = table.probe(rng.integers(1, 2**63, 1000, dtype=np.uint64) * np.uint64(2))
     assert (missing == -1).all()
+
+
+def test_gates_reading_survivors_of_one_batch_get_what_tokenising_them_afresh_gives(questions: list[str]) -> None:
+    from datafactory.quality.normalize import tokens_for
+
+    batch = [*questions[:40], questions[5], "Ünïcode — text’s “quotes”", ""]
+    tokens_for(batch)
+    survivors = [batch[i] for i in (41, 0, 7, 42, 40, 39)]
+    for texts in (batch, survivors, survivors[1:3], ["not in the batch", *survivors]):
+        got, want = tokens_for(texts), tokenize_batch(texts)
+        assert got.text == want.text
+        for name in ("text_offsets", "word_hashes", "word_offsets"):
+            assert np.array_equal(getattr(got, name), getattr(want, name)), name
