@@ -18,62 +18,93 @@ from datafactory import constants as C
 from datafactory.config.names import check_gate_names
 from datafactory.config.params import check_params
 from datafactory.config.prompt import PromptTemplate, load_template
-from datafactory.config.spec import Key, check_section, non_negative, positive
+from datafactory.config.spec import Key, check_section, doc, keys_from, non_negative, positive
 from datafactory.config.suggest import closest
 from datafactory.config.yamlio import Located, load_yaml
 from datafactory.errors import ConfigError
-from datafactory.io.readers import detect_format
+from datafactory.io.readers import LOCAL_FORMATS, detect_format
+from datafactory.providers.registry import REGISTRY
+from datafactory.providers.registry import TRANSPORTS as TRANSPORT_REGISTRY
 
-PROVIDER_KINDS = ("openai", "zhipuai")
-TRANSPORTS = ("http", "sdk")
+# choice lists come from the registries that serve them (a guard test holds the rest to theirs)
+PROVIDER_KINDS = tuple(REGISTRY)
+TRANSPORTS = tuple(TRANSPORT_REGISTRY)
 OUTPUT_FORMATS = ("alpaca", "sharegpt", "preference", "kto", "jsonl")
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
+SHAREGPT_TAGS = ("from_value", "role_content")
+PAIR_STYLES = ("alpaca", "sharegpt")
 
 
+def _fraction(value: Any) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
+# Each section's dataclass is its YAML schema (keys_from): metadata "default" is the YAML default where
+# the resolved value is filled in later (None: derived), "shown" the default as the README tells it.
 @dataclass(frozen=True)
 class InputConfig:
-    path: str
-    format: str | None = None
-    split: str = "train"
-    subset: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
-    limit: int | None = None
+    path: str = field(metadata=doc("`.jsonl` / `.json` (array) / `.csv` / `.parquet` file, or a `datasets` hub "
+                                   "id (streamed)"))
+    format: str | None = field(default=None, metadata=doc("force a local format", choices=(*LOCAL_FORMATS, None),
+                                                          shown="from suffix"))
+    split: str = field(default="train", metadata=doc("hub datasets: the split"))
+    subset: str | None = field(default=None, metadata=doc("hub datasets: the subset"))
+    fields: dict[str, str] = field(default_factory=dict, metadata=doc("template variable → input column"))
+    limit: int | None = field(default=None, metadata=doc("first N rows (`--limit`)", check=positive))
 
 
 @dataclass(frozen=True)
 class ProviderConfig:
-    kind: str
-    model: str
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    transport: str = "http"
-    params: dict[str, Any] = field(default_factory=dict)
+    kind: str = field(metadata=doc("`openai` (any OpenAI-compatible server) or `zhipuai` (`--provider`)",
+                                   choices=PROVIDER_KINDS, default="openai"))
+    model: str = field(metadata=doc("model name (`--model`)"))
+    base_url: str | None = field(default=None, metadata=doc("e.g. `http://127.0.0.1:8000/v1` (`--base-url`)",
+                                                            shown="provider default"))
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata=doc(
+        "the environment variable holding the key", type=str | None, default=None,
+        shown=" / ".join(DEFAULT_KEY_ENV.values())))
+    transport: str = field(default="http", metadata=doc("`http`: lean aiohttp client; `sdk`: the official "
+                                                        "`openai` SDK", choices=TRANSPORTS))
+    params: dict[str, Any] = field(default_factory=dict, metadata=doc(
+        "`temperature`, `top_p`, `max_tokens`, `n`, `seed`, `stop`, `response_format`, …"))
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    concurrency: int = C.DEFAULT_CONCURRENCY
-    rpm: float | None = None
-    tpm: float | None = None
-    timeout_s: float = C.DEFAULT_TIMEOUT_S
-    max_attempts: int = C.DEFAULT_MAX_ATTEMPTS
-    max_cost_usd: float | None = None     # stop before the run dir's spend could pass this (None: no limit)
-    rate_limit_wait_s: float = C.DEFAULT_RATE_LIMIT_WAIT_S   # how long 429s are waited on (not attempts)
+    concurrency: int = field(default=C.DEFAULT_CONCURRENCY, metadata=doc("requests in flight (`--concurrency`)",
+                                                                         check=positive))
+    rpm: float | None = field(default=None, metadata=doc("requests per minute (`--rpm`)", check=positive))
+    tpm: float | None = field(default=None, metadata=doc("tokens per minute (`--tpm`)", check=positive))
+    timeout_s: float = field(default=C.DEFAULT_TIMEOUT_S, metadata=doc("per request", check=positive))
+    max_attempts: int = field(default=C.DEFAULT_MAX_ATTEMPTS, metadata=doc("per request, retries included",
+                                                                           check=positive))
+    max_cost_usd: float | None = field(default=None, metadata=doc(
+        "stop before the run dir's spend (priced from reported usage) could pass this", check=positive))
+    rate_limit_wait_s: float = field(default=C.DEFAULT_RATE_LIMIT_WAIT_S, metadata=doc(
+        "how long one request waits out 429s, and the run without any success", check=positive))
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    dir: str
-    name: str
-    format: str = "alpaca"
-    columns: dict[str, str] = field(default_factory=dict)
-    explode: str | None = None            # model field holding a list: each item becomes one row
-    conversation: str = "conversations"   # sharegpt: field (of the model object / item) holding the turns
-    tags: str = "from_value"              # sharegpt: from/value (human/gpt) or role/content (user/assistant)
-    style: str = "alpaca"                 # preference/kto: alpaca-style or sharegpt-style rows
-    parquet: bool = False                 # also write data/<name>.parquet
-    validation_split: float = 0.0         # fraction of rows for <name>_validation (by id hash, fixed seed)
-    seed: int = 42
+    dir: str = field(metadata=doc("run directory (`--output`)", type=str | None, default=None,
+                                  shown="runs/<name>"))
+    name: str = field(metadata=doc("dataset file name in `data/`", type=str | None, default=None,
+                                   shown="name"))
+    format: str = field(default="alpaca", metadata=doc("row shape (see [Output formats](#output-formats))",
+                                                       choices=OUTPUT_FORMATS))
+    columns: dict[str, str] = field(default_factory=dict, metadata=doc(
+        "output column → property of the model's object, or `source.<var>` for an input field"))
+    explode: str | None = field(default=None, metadata=doc("a list property of the reply; each item becomes "
+                                                           "one row"))
+    conversation: str = field(default="conversations", metadata=doc("sharegpt: the property holding the turns"))
+    tags: str = field(default="from_value", metadata=doc(
+        "sharegpt/preference: `from_value` (human/gpt) or `role_content` (user/assistant)", choices=SHAREGPT_TAGS))
+    style: str = field(default="alpaca", metadata=doc("preference/kto: `alpaca` or `sharegpt` rows",
+                                                      choices=PAIR_STYLES))
+    parquet: bool = field(default=False, metadata=doc("also write `data/<name>.parquet`"))
+    validation_split: float = field(default=0.0, metadata=doc(
+        "fraction of rows for `<name>_validation` (by id hash)", check=_fraction))
+    seed: int = field(default=42, metadata=doc("seed of the validation split"))
 
 
 @dataclass(frozen=True)
@@ -90,9 +121,12 @@ class QualityConfig:
 
 @dataclass(frozen=True)
 class PricingConfig:
-    input_per_1m: float | None = None
-    output_per_1m: float | None = None
-    expected_output_tokens: int = C.DEFAULT_EXPECTED_OUTPUT_TOKENS
+    input_per_1m: float | None = field(default=None, metadata=doc("USD per 1M input tokens (cost estimates)",
+                                                                  check=non_negative, shown="built-in table"))
+    output_per_1m: float | None = field(default=None, metadata=doc("USD per 1M output tokens",
+                                                                   check=non_negative, shown="built-in table"))
+    expected_output_tokens: int = field(default=C.DEFAULT_EXPECTED_OUTPUT_TOKENS, metadata=doc(
+        "output tokens per request assumed by `--dry-run` estimates", check=positive))
 
 
 @dataclass(frozen=True)
@@ -134,43 +168,20 @@ class Pipeline:
 
 
 TOP_KEYS = {
-    "name": Key(str, None, doc="run name; default: the file name"),
-    "input": Key(dict), "prompt": Key(dict), "schema": Key(str), "provider": Key(dict),
-    "limits": Key(dict, None), "output": Key(dict, None), "quality": Key(dict, None),
-    "pricing": Key(dict, None),
+    "name": Key(str, None, doc="run name", meta={"shown": "file stem"}),
+    "input": Key(dict, doc="the input rows"), "prompt": Key(dict, doc="the prompt template"),
+    "schema": Key(str, doc="JSON Schema (draft 2020-12) the model's JSON object must satisfy"),
+    "provider": Key(dict, doc="the model endpoint"),
+    "limits": Key(dict, None, doc="concurrency, rate limits, retries, spend"),
+    "output": Key(dict, None, doc="the run directory and row format"),
+    "quality": Key(dict, None, doc="re-asks and gates"), "pricing": Key(dict, None, doc="cost estimates"),
 }
-INPUT_KEYS = {
-    "path": Key(str, doc="local .jsonl/.json/.csv/.parquet file, or a datasets hub id"),
-    "format": Key((str, type(None)), None, choices=("jsonl", "json", "csv", "parquet", None)),
-    "split": Key(str, "train"), "subset": Key((str, type(None)), None),
-    "fields": Key(dict, None, doc="template variable -> input column"),
-    "limit": Key((int, type(None)), None, check=positive),
-}
-PROMPT_KEYS = {"template": Key(str)}
-PROVIDER_KEYS = {
-    "kind": Key(str, "openai", choices=PROVIDER_KINDS), "model": Key(str),
-    "base_url": Key((str, type(None)), None), "api_key_env": Key((str, type(None)), None),
-    "transport": Key(str, "http", choices=TRANSPORTS), "params": Key(dict, None),
-}
-LIMIT_KEYS = {
-    "concurrency": Key(int, C.DEFAULT_CONCURRENCY, check=positive),
-    "rpm": Key((float, type(None)), None, check=positive), "tpm": Key((float, type(None)), None, check=positive),
-    "timeout_s": Key(float, C.DEFAULT_TIMEOUT_S, check=positive),
-    "max_attempts": Key(int, C.DEFAULT_MAX_ATTEMPTS, check=positive),
-    "max_cost_usd": Key((float, type(None)), None, check=positive,
-                        doc="stop before the run dir's spend (priced from reported usage) could pass this"),
-    "rate_limit_wait_s": Key(float, C.DEFAULT_RATE_LIMIT_WAIT_S, check=positive,
-                             doc="how long one request waits out 429s, and the run without any success"),
-}
-OUTPUT_KEYS = {
-    "dir": Key((str, type(None)), None), "name": Key((str, type(None)), None),
-    "format": Key(str, "alpaca", choices=OUTPUT_FORMATS), "columns": Key(dict, None),
-    "explode": Key((str, type(None)), None), "conversation": Key(str, "conversations"),
-    "tags": Key(str, "from_value", choices=("from_value", "role_content")),
-    "style": Key(str, "alpaca", choices=("alpaca", "sharegpt")), "parquet": Key(bool, False),
-    "validation_split": Key(float, 0.0, check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)"),
-    "seed": Key(int, 42),
-}
+INPUT_KEYS = keys_from(InputConfig)
+PROMPT_KEYS = {"template": Key(str, doc="YAML with `system` and `user` texts; `{{ var }}` placeholders (JSON "
+                                        "examples need no escaping)")}
+PROVIDER_KEYS = keys_from(ProviderConfig)
+LIMIT_KEYS = keys_from(LimitsConfig)
+OUTPUT_KEYS = keys_from(OutputConfig)
 _FIELDS = Key((str, list), doc="output field name(s) the gate reads")
 QUALITY_KEYS = {
     "reask": Key(int, 1, check=non_negative),
@@ -194,11 +205,7 @@ GATE_KEYS = {
     "language": {"fields": _FIELDS, "allowed": Key(list, ["en"]),
                  "min_share": Key(float, 0.8, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")},
 }
-PRICING_KEYS = {
-    "input_per_1m": Key((float, type(None)), None, check=non_negative),
-    "output_per_1m": Key((float, type(None)), None, check=non_negative),
-    "expected_output_tokens": Key(int, C.DEFAULT_EXPECTED_OUTPUT_TOKENS, check=positive),
-}
+PRICING_KEYS = keys_from(PricingConfig)
 REQUIRED_COLUMNS = {"alpaca": ("instruction", "output")}
 BUILTIN_EVAL_SETS = ("gsm8k",)
 

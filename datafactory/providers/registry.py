@@ -1,27 +1,43 @@
-"""Providers by name. Adding one = one entry here."""
+"""Providers by name. Adding one = one entry here; adding an OpenAI transport = one entry in TRANSPORTS.
+
+The pipeline config takes its ``provider.kind`` and ``provider.transport`` choices from these tables, so
+this module imports the config only for type checking.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from datafactory.config.pipeline import ProviderConfig
 from datafactory.config.suggest import closest
 from datafactory.errors import MissingApiKey, UnknownName
 from datafactory.providers.base import Provider
+
+if TYPE_CHECKING:
+    from datafactory.config.pipeline import ProviderConfig
+
+
+def _http(base_url: str | None, **kw: Any) -> Provider:
+    from datafactory.providers.openai_http import OpenAIHTTPProvider
+
+    return OpenAIHTTPProvider(base_url=base_url, **kw)
+
+
+def _sdk(base_url: str | None, **kw: Any) -> Provider:
+    from datafactory.providers.openai_sdk import OpenAISDKProvider
+
+    return OpenAISDKProvider(base_url=base_url, **kw)
+
+
+# how the openai provider speaks to the server: the lean aiohttp client (default) or the openai SDK
+TRANSPORTS: dict[str, Callable[..., Provider]] = {"http": _http, "sdk": _sdk}
 
 
 def _openai(cfg: ProviderConfig, **kw: Any) -> Provider:
     # OPENAI_BASE_URL as the openai SDK reads it, on both transports (the YAML / --base-url win)
     base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or None
-    if cfg.transport == "sdk":
-        from datafactory.providers.openai_sdk import OpenAISDKProvider
-
-        return OpenAISDKProvider(base_url=base_url, **kw)
-    from datafactory.providers.openai_http import OpenAIHTTPProvider
-
-    return OpenAIHTTPProvider(base_url=base_url, **kw)
+    return TRANSPORTS[cfg.transport](base_url, **kw)
 
 
 def _zhipu(cfg: ProviderConfig, **kw: Any) -> Provider:
