@@ -62,9 +62,9 @@ class ProviderConfig:
                                                             shown="provider default"))
     api_key_env: str = field(default="OPENAI_API_KEY", metadata=doc(
         "the environment variable holding the key", type=str | None, default=None,
-        shown=" / ".join(DEFAULT_KEY_ENV.values())))
+        shown=" / ".join(f"`{v}`" for v in DEFAULT_KEY_ENV.values())))
     transport: str = field(default="http", metadata=doc("`http`: lean aiohttp client; `sdk`: the official "
-                                                        "`openai` SDK", choices=TRANSPORTS))
+                                                        "`openai` SDK (see the benchmark)", choices=TRANSPORTS))
     params: dict[str, Any] = field(default_factory=dict, metadata=doc(
         "`temperature`, `top_p`, `max_tokens`, `n`, `seed`, `stop`, `response_format`, …"))
 
@@ -87,9 +87,9 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = field(metadata=doc("run directory (`--output`)", type=str | None, default=None,
-                                  shown="runs/<name>"))
+                                  shown="`runs/<name>`"))
     name: str = field(metadata=doc("dataset file name in `data/`", type=str | None, default=None,
-                                   shown="name"))
+                                   shown="`name`"))
     format: str = field(default="alpaca", metadata=doc("row shape (see [Output formats](#output-formats))",
                                                        choices=OUTPUT_FORMATS))
     columns: dict[str, str] = field(default_factory=dict, metadata=doc(
@@ -184,7 +184,8 @@ LIMIT_KEYS = keys_from(LimitsConfig)
 OUTPUT_KEYS = keys_from(OutputConfig)
 _FIELDS = Key((str, list), doc="output field name(s) the gate reads")
 QUALITY_KEYS = {
-    "reask": Key(int, 1, check=non_negative),
+    "reask": Key(int, 1, check=non_negative,
+                 doc="re-asks with the validation error appended before a row is rejected"),
     "answer_check": Key((dict, type(None)), None), "exact_dedup": Key((dict, type(None)), None),
     "near_dedup": Key((dict, type(None)), None), "decontaminate": Key((dict, type(None)), None),
     "length": Key((dict, type(None)), None), "empty_fields": Key((dict, type(None)), None),
