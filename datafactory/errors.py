@@ -20,6 +20,7 @@ Every exception class of datafactory is defined here and gets its context throug
     │   │   ├── RequestsFailing(error, failures, hint)   the run-level breaker
     │   │   └── BudgetExhausted(budget_usd, spent_usd)   the cost limit
     │   ├── DatasetInfoClash(names)     a dataset name registered with another meaning
+    │   ├── DatasetNotRegistered(dataset, format)   a written dataset that dataset_info.json cannot hold
     │   ├── TrainExtraMissing(missing)  torch / LLaMA-Factory / lm-eval not installed
     │   ├── NoCheckpoint(train_dir)     training left no checkpoint to select
     │   ├── Interrupted(what, log_path, signum)   Ctrl-C / SIGTERM stopped a child process
@@ -177,6 +178,15 @@ class DatasetInfoClash(UserError):
 
     def __init__(self, message: str, names: list[str]) -> None:
         self.names = names
+        super().__init__(message)
+
+
+class DatasetNotRegistered(UserError):
+    """A dataset the run wrote that cannot get a dataset_info.json entry (its format has none, or
+    its name is not one LLaMA-Factory can look up); ``dataset`` and ``format`` say which."""
+
+    def __init__(self, message: str, *, dataset: str | None = None, format: str | None = None) -> None:
+        self.dataset, self.format = dataset, format
         super().__init__(message)
 
 

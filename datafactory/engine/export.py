@@ -18,6 +18,7 @@ from datafactory.config.pipeline import Pipeline
 from datafactory.constants import DATASET_INFO
 from datafactory.engine.cache import Cache
 from datafactory.engine.stats import Stats
+from datafactory.errors import DatasetNotRegistered
 from datafactory.formats.writers import dataset_names, write_datasets
 from datafactory.io.rundir import RunDir
 
@@ -31,13 +32,14 @@ def finalize(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, stats: Stats, *
         stats.datasets = existing_rows(run.data_dir, pipe)
         run.write_stats(stats.to_json())
         return
-    counts = write_datasets(run.data_dir, pipe.output, cache.iter_outcomes_with_keys(fp, ok=True))
+    present: dict[str, set[str]] = {}
+    counts = write_datasets(run.data_dir, pipe.output, cache.iter_outcomes_with_keys(fp, ok=True), present)
     stats.datasets = counts
     run.export_jsonl(run.rejects, cache.iter_outcomes(fp, ok=False))
     cache.mark_exported(fp)
     run.write_stats(stats.to_json())
     if pipe.output.format != "jsonl":
-        register_datasets(run, counts)
+        register_datasets(run, pipe, counts, present)
 
 
 def held_back(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, rows: int, *,
@@ -76,18 +78,25 @@ def _count_lines(path: Path) -> int:
     return n + (last != b"\n")
 
 
-def register_datasets(run: RunDir, counts: dict[str, int]) -> None:
-    """One dataset_info.json entry per dataset written, under the dataset's own name (the JSONL file;
-    a Parquet twin is the same data), detected from the rows exactly as ``build-info`` would."""
-    from datafactory.formats.dataset_info import register
-    from datafactory.formats.detect import detect_file
+def register_datasets(run: RunDir, pipe: Pipeline, counts: dict[str, int],
+                      present: dict[str, set[str]]) -> None:
+    """One dataset_info.json entry per dataset written (an empty one is not a dataset), under the
+    dataset's own name (the JSONL file; a Parquet twin is the same data). The entry comes from the
+    output format (:mod:`datafactory.formats.entries`); one that cannot be made is an error."""
+    from datafactory.formats.dataset_info import is_valid_name, register
+    from datafactory.formats.entries import dataset_entry
 
     entries = {}
-    for name in counts:
-        path = run.data_dir / f"{name}.jsonl"
-        found = detect_file(path)
-        if found.entry is not None:
-            entries[name] = {**found.entry, "file_name": f"{run.data_dir.name}/{path.name}"}
+    for name, rows in counts.items():
+        if not rows:
+            continue
+        entry = dataset_entry(pipe.output, frozenset(present.get(name, ())))
+        if entry is None or not is_valid_name(name):
+            why = ("LLaMA-Factory dataset names may only hold letters, digits, '_', '.' and '-'"
+                   if entry is not None else f"format '{pipe.output.format}' has no LLaMA-Factory entry")
+            raise DatasetNotRegistered(f"cannot register dataset '{name}' in {DATASET_INFO}: {why}",
+                                       dataset=name, format=pipe.output.format)
+        entries[name] = {**entry, "file_name": f"{run.data_dir.name}/{name}.jsonl"}
     if entries:
         # the run dir's dataset_info.json is ours: a changed format replaces its entry
         register(entries, run.path / DATASET_INFO, force=True)

@@ -173,6 +173,11 @@ def register(entries: Mapping[str, Mapping[str, Any]], info_path: str | Path,
     return {aliases.get(name, name): status for name, status in statuses.items()}
 
 
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` can be a dataset_info.json key that recipes and the CLI can name."""
+    return bool(_NAME_OK.match(name))
+
+
 def assign_names(paths: list[Path], root: Path, *, prefix: str = "") -> dict[Path, str]:
     """Dataset names: the sanitised file stem; files sharing a stem get their relative path instead.
 

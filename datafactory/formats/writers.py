@@ -34,10 +34,20 @@ def dataset_names(cfg: OutputConfig) -> dict[str, str]:
     return {"train": cfg.name}
 
 
-def write_datasets(data_dir: Path, cfg: OutputConfig, rows: Iterable[tuple[str, bytes]]) -> dict[str, int]:
-    """Write ``(row_id, json bytes)`` rows into the split files; return dataset name → row count."""
+def write_datasets(data_dir: Path, cfg: OutputConfig, rows: Iterable[tuple[str, bytes]],
+                   present: dict[str, set[str]] | None = None) -> dict[str, int]:
+    """Write ``(row_id, json bytes)`` rows into the split files; return dataset name → row count.
+
+    ``present`` (filled in when given): dataset name → which of the format's optional top-level
+    columns (:attr:`~datafactory.formats.entries.FormatEntry.maybe`) some row of it holds.
+    """
+    from datafactory.formats.entries import FORMAT_ENTRIES
+
     names = dataset_names(cfg)
     counts = dict.fromkeys(names.values(), 0)
+    spec = FORMAT_ENTRIES.get(cfg.format)
+    maybe = [(key, b'"%s":' % key.encode()) for key in (spec.maybe(cfg) if spec else ())]
+    seen: dict[str, set[str]] = {name: set() for name in names.values()}
     files = {split: data_dir / f"{name}.jsonl" for split, name in names.items()}
     with atomic_open(files["train"]) as train, _maybe_open(files.get("validation")) as val:
         for row_id, blob in rows:
@@ -45,10 +55,17 @@ def write_datasets(data_dir: Path, cfg: OutputConfig, rows: Iterable[tuple[str, 
             fh = val if side == "validation" and val is not None else train
             fh.write(blob)
             fh.write(b"\n")
-            counts[names[side] if side in names else names["train"]] += 1
+            name = names[side] if side in names else names["train"]
+            counts[name] += 1
+            for key, needle in maybe:
+                # the byte test skips parsing almost every row; the parse makes sure it is top-level
+                if key not in seen[name] and needle in blob and key in orjson.loads(blob):
+                    seen[name].add(key)
     if cfg.parquet:
         for name in names.values():
             jsonl_to_parquet(data_dir / f"{name}.jsonl", data_dir / f"{name}.parquet")
+    if present is not None:
+        present.update(seen)
     return counts
 
 
