@@ -47,10 +47,27 @@ def test_input_format_choices_are_the_readers(tmp_path: Path) -> None:
 
 
 def test_output_format_choices_are_the_format_registry() -> None:
+    from datafactory.formats.entries import FORMAT_ENTRIES
     from datafactory.formats.output import ROW_SHAPES
 
+    choices = set(P.OUTPUT_KEYS["format"].choices or ())
+    assert choices == set(FORMAT_ENTRIES)  # every format registers its own dataset_info entry
     paired = {"preference", "kto"}  # shaped by the pairing step, not by a row shape
-    assert set(P.OUTPUT_KEYS["format"].choices or ()) == set(ROW_SHAPES) | paired
+    assert choices == set(ROW_SHAPES) | paired
+
+
+def test_every_optional_section_checks_to_its_dataclass_defaults() -> None:
+    from datafactory.config.spec import check_section
+    from datafactory.config.yamlio import Located
+
+    loc = Located(data={}, file="<test>")
+    assert P.LimitsConfig(**check_section(loc, {}, "limits", P.LIMIT_KEYS)) == P.LimitsConfig()
+    assert P.PricingConfig(**check_section(loc, {}, "pricing", P.PRICING_KEYS)) == P.PricingConfig()
+    given = {"dir": "d", "name": "n"}
+    out = check_section(loc, given, "output", P.OUTPUT_KEYS)
+    assert P.OutputConfig(**out) == P.OutputConfig(**given)
+    for section, spec in (("train", R.TrainSpec), ("eval", R.EvalSpec)):
+        assert spec(**check_section(loc, {}, section, R.SECTION_KEYS[section], null_is_default=True)) == spec()
 
 
 def test_recipe_method_and_stage_choices_are_their_registries() -> None:
