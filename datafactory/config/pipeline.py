@@ -22,6 +22,7 @@ from datafactory.config.spec import Key, check_section, doc, keys_from, non_nega
 from datafactory.config.suggest import closest
 from datafactory.config.yamlio import Located, load_yaml
 from datafactory.errors import ConfigError
+from datafactory.formats.entries import FORMAT_ENTRIES
 from datafactory.io.readers import LOCAL_FORMATS, detect_format
 from datafactory.providers.registry import REGISTRY
 from datafactory.providers.registry import TRANSPORTS as TRANSPORT_REGISTRY
@@ -29,7 +30,7 @@ from datafactory.providers.registry import TRANSPORTS as TRANSPORT_REGISTRY
 # choice lists come from the registries that serve them (a guard test holds the rest to theirs)
 PROVIDER_KINDS = tuple(REGISTRY)
 TRANSPORTS = tuple(TRANSPORT_REGISTRY)
-OUTPUT_FORMATS = ("alpaca", "sharegpt", "preference", "kto", "jsonl")
+OUTPUT_FORMATS = tuple(FORMAT_ENTRIES)
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
 SHAREGPT_TAGS = ("from_value", "role_content")
 PAIR_STYLES = ("alpaca", "sharegpt")

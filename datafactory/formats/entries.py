@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from datafactory.config.pipeline import OutputConfig
 from datafactory.errors import DatasetNotRegistered
 from datafactory.formats.rows import DEFAULT_ROLES, MEDIA_COLUMNS, TAG_STYLES
+
+if TYPE_CHECKING:  # config.pipeline takes its output.format choices from this registry
+    from datafactory.config.pipeline import OutputConfig
 
 # optional LLaMA-Factory columns an output column may fill under its own name
 _COMMON = ("system", "tools", *MEDIA_COLUMNS)
