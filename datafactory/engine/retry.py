@@ -74,11 +74,26 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, max_attempts: int, g
             pause = exc.retry_after if exc.retry_after is not None else C.DEFAULT_RATE_LIMIT_PAUSE_S
             gate.pause(min(pause, C.RETRY_AFTER_CAP_S))
 
+    # fast path: the first attempt runs outside tenacity (its per-attempt bookkeeping costs ≈ 0.2 ms of
+    # CPU per request); a retryable failure is handed to tenacity as its own first attempt, so every
+    # retry decision, wait, count and pause is tenacity's exactly as if it had run that attempt
+    try:
+        return await call()
+    except (RateLimited, TransientError) as exc:
+        first: BaseException | None = exc
+
+    async def attempt_call() -> T:
+        nonlocal first
+        if first is not None:
+            failed, first = first, None
+            raise failed
+        return await call()
+
     retrying = AsyncRetrying(stop=_Stop(max_attempts, rate_limit_wait_s), wait=_wait, sleep=sleep,
                              retry=retry_if_exception_type((RateLimited, TransientError)),
                              before_sleep=before_sleep, reraise=True)
     result: T
     async for attempt in retrying:
         with attempt:
-            result = await call()
+            result = await attempt_call()
     return result

@@ -1,0 +1,110 @@
+"""Finished rows are committed in groups (engine/commit.py): one transaction per batch, written when
+the batch is full, when its oldest row has waited, and at the end — and a kill -9 between batches
+still leaves every row accounted once with no stored response paid again."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sqlite3
+import time
+
+import pytest
+from conftest import run_cli, start_cli, wait_for
+from test_crash_signals import _sent, _stored_requests
+
+from datafactory.engine.cache import Cache
+from datafactory.engine.commit import CommitBatcher
+
+
+def _outcome_rows(path) -> int:
+    db = sqlite3.connect(path)  # a second connection: sees only what is committed
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _sample(i: int) -> list:
+    return [(True, None, {"instruction": f"q{i}", "output": f"a{i}"})]
+
+
+def test_rows_wait_in_the_batch_until_it_is_full_then_land_in_one_transaction(tmp_path):
+    cache = Cache(tmp_path / "cache.sqlite")
+    batcher = CommitBatcher(cache, "fp", max_rows=3, max_wait_s=0)
+    batcher.add("k1", 1, _sample(1))
+    batcher.add("k2", 2, _sample(2))
+    assert _outcome_rows(cache.path) == 0 and len(batcher) == 2
+    batcher.add("k3", 3, _sample(3))
+    assert _outcome_rows(cache.path) == 3 and batcher.commits == 1
+    batcher.add("k4", 4, _sample(4))
+    batcher.close()  # the end of the run writes what is left
+    assert _outcome_rows(cache.path) == 4 and batcher.commits == 2
+    assert [k for k, _ in cache.iter_outcomes_with_keys("fp", ok=True)] == ["k1#0", "k2#0", "k3#0", "k4#0"]
+
+
+def test_a_batch_that_does_not_fill_is_written_once_its_oldest_row_has_waited(tmp_path):
+    cache = Cache(tmp_path / "cache.sqlite")
+    batcher = CommitBatcher(cache, "fp", max_rows=1000, max_wait_s=0.05)
+
+    async def run() -> tuple[int, int]:
+        batcher.add("k1", 1, _sample(1))
+        before = _outcome_rows(cache.path)
+        await asyncio.sleep(0.2)
+        return before, _outcome_rows(cache.path)
+
+    assert asyncio.run(run()) == (0, 1)
+
+
+def test_a_retried_row_in_a_batch_replaces_its_earlier_reject_whole(tmp_path):
+    cache = Cache(tmp_path / "cache.sqlite")
+    cache.commit_row("fp", "k1", 1, [(False, "timeout", {"id": "k1"}), (False, "timeout", {"id": "k1"})])
+    cache.commit_rows("fp", [("k1", 1, _sample(1)), ("k2", 2, _sample(2))])
+    assert cache.totals("fp") == (2, {})
+
+
+def test_a_write_that_fails_in_the_timer_stops_the_next_add(tmp_path):
+    cache = Cache(tmp_path / "cache.sqlite")
+    batcher = CommitBatcher(cache, "fp", max_rows=1000, max_wait_s=0.01)
+
+    async def run() -> None:
+        batcher.add("k1", 1, _sample(1))
+        cache.close()  # the timer's write now fails
+        await asyncio.sleep(0.1)
+        batcher.add("k2", 2, _sample(2))
+
+    with pytest.raises(sqlite3.Error):
+        asyncio.run(run())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_kill_9_while_rows_wait_in_a_batch_then_resume_accounts_for_every_row_once(make_project, server):
+    seed = int(time.time())
+    rng = random.Random(seed)
+    server.latency_s = 0.01  # many rows finish per batch window, so a kill lands with a batch unwritten
+    proj = make_project(rows=1500, limits={"concurrency": 64})
+    for attempt in range(4):  # three runs killed at random moments, then one that finishes
+        stored = _stored_requests(proj.run_dir) if (proj.run_dir / "cache.sqlite").exists() else set()
+        mark = len(server.log)
+        proc = start_cli("augment", str(proj.pipeline), "--quiet")
+        if attempt < 3:
+            wait_for(lambda mark=mark: len(server.log) > mark + 100, timeout=60)
+            time.sleep(rng.uniform(0.0, 0.4))
+            proc.kill()
+            proc.communicate(timeout=30)
+            assert proc.returncode == -signal.SIGKILL, f"seed {seed}: run {attempt} ended before the kill"
+        else:
+            out, err = proc.communicate(timeout=150)
+            assert proc.returncode == 0, err
+        sent = _sent(server.log[mark:])
+        repeated = set(sent) & stored
+        assert not repeated, f"seed {seed}: run {attempt} sent {len(repeated)} stored requests again"
+        assert len(sent) == len(set(sent)), f"seed {seed}: a request was sent twice within run {attempt}"
+    proj.assert_accounted()
+    assert [r["qid"] for r in proj.data()] == [r["qid"] for r in proj.rows]
+    assert proj.stats()["run_totals"]["written"] == 1500
+    server.reset_counters()
+    res = run_cli("augment", str(proj.pipeline), "--quiet")
+    assert res.returncode == 0 and server.requests == 0
