@@ -146,7 +146,9 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
         budget = budget_for(pipe, cache.usage_by_model()) if pipe.limits.max_cost_usd is not None else None
         requester = Requester(pipe, provider, cache, limits, stats, breaker=breaker, budget=budget)
         processor = RowProcessor(pipe, requester)
-        _seed_dedup(processor, cache, fp, pipe)
+        seen = _seed_dedup(processor, cache, fp, pipe)
+        if stats.rows_total is None and seen is not None:  # no cheap count (hub, CSV, JSON): the seeding pass's
+            stats.rows_total = seen if pipe.input.limit is None else min(seen, pipe.input.limit)
         sched = Scheduler(pipe, processor, cache, stats, progress, fp)
         breaker.on_trip = sched.halt
         loop = asyncio.get_running_loop()
@@ -187,12 +189,14 @@ def _announce_config_change(cache: Cache, pipe: Pipeline, fp: str, parts: dict[s
         log.warning("%s", change.describe())
 
 
-def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) -> None:
-    """Dedup memory = rows already written (resume) + the input texts (exact dedup's against_input)."""
+def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) -> int | None:
+    """Dedup memory = rows already written (resume) + the input texts (exact dedup's against_input).
+    Returns the input's row count when that meant reading the input (so the count needs no pass of its own)."""
     from datafactory.quality.dedup import ExactDedup
     from datafactory.quality.gate import SeedableGate, field_names, field_text
 
     against = (pipe.quality.exact_dedup or {}).get("against_input")
+    counted: list[int] = []
     for gate in processor.gates:
         if not isinstance(gate, SeedableGate):
             continue
@@ -200,18 +204,23 @@ def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) 
         gate.seed(field_text(Record(id="", source={}, fields=orjson.loads(blob)), names)
                   for blob in cache.iter_outcomes(fp, ok=True))
         if against and isinstance(gate, ExactDedup):
-            gate.seed(_input_texts(pipe, against))
+            gate.seed(_input_texts(pipe, against, counted))
+    return sum(counted) if counted else None
 
 
-def _input_texts(pipe: Pipeline, variables: list[str]) -> Iterator[str]:
+def _input_texts(pipe: Pipeline, variables: list[str], counted: list[int]) -> Iterator[str]:
+    """The input texts of ``variables``; appends the number of rows read to ``counted`` at the end."""
     inp = pipe.input
+    n = 0
     for _, row in iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset):
+        n += 1
         if isinstance(row, BadRow):
             continue
         for var in variables:
             value = row.get(inp.fields.get(var, var))
             if isinstance(value, str) and value:
                 yield value
+    counted.append(n)
 
 
 # ---------------------------------------------------------------------------- dry run
