@@ -65,3 +65,28 @@ def test_preference_without_answer_check_is_a_config_error(make_project):
     proj = make_project(rows=1, output={"format": "preference", "columns": {"instruction": "source.question"}})
     with pytest.raises(ConfigError, match="answer_check"):
         load_pipeline(proj.pipeline)
+
+
+def test_dedup_on_a_renamed_property_survives_a_resume(make_project, server):
+    """``near_dedup.fields: [question]`` names the model's property, which ``output.columns`` writes as
+    ``instruction``: the gate reads that one column in the run and when a resume seeds it."""
+    same = "A farmer has many apples in the orchard and sells some of them at the market every single week"
+
+    def responder(body: dict[str, Any], k: int) -> str:
+        i = _qid(body)
+        return json.dumps({"question": f"{same} (row {i})", "answer": f"Add.\n#### {i + 3}"})
+
+    server.responder = responder
+    columns = {"instruction": "question", "question": None}  # base columns: qid, question, answer
+    one_run = make_project(rows=2, quality={"near_dedup": {"fields": ["question"], "threshold": 0.8}},
+                           output={"columns": columns})
+    assert dict(one_run.augment().rejected) == {"near_duplicate": 1}
+
+    rows = one_run.rows
+    one_run.update(output={"dir": str(one_run.root / "run2")})
+    one_run.set_rows(rows[:1])
+    assert one_run.augment().written == 1
+    one_run.set_rows(rows)
+    second = one_run.augment()
+    assert dict(second.rejected) == {"near_duplicate": 1}
+    assert len(one_run.data()) == 1

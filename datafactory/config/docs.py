@@ -87,10 +87,10 @@ def _keys(step: type | Mapping[str, Key]) -> Mapping[str, Key]:
 
 
 def quality_steps() -> Steps:
-    """The quality steps' option tables by YAML name (the step registry, once the steps own dataclasses)."""
-    from datafactory.config import pipeline as P
+    """The quality steps' config dataclasses by YAML name (the step registry, in flow order)."""
+    from datafactory.steps.registry import load_steps
 
-    return dict(P.GATE_KEYS)
+    return dict(load_steps())
 
 
 def pipeline_table(steps: Steps | None = None) -> str:

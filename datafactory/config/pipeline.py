@@ -26,6 +26,7 @@ from datafactory.formats.entries import FORMAT_ENTRIES
 from datafactory.io.readers import LOCAL_FORMATS, detect_format
 from datafactory.providers.registry import REGISTRY
 from datafactory.providers.registry import TRANSPORTS as TRANSPORT_REGISTRY
+from datafactory.steps.registry import load_steps
 
 # choice lists come from the registries that serve them (a guard test holds the rest to theirs)
 PROVIDER_KINDS = tuple(REGISTRY)
@@ -34,6 +35,7 @@ OUTPUT_FORMATS = tuple(FORMAT_ENTRIES)
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
 SHAREGPT_TAGS = ("from_value", "role_content")
 PAIR_STYLES = ("alpaca", "sharegpt")
+STEPS = load_steps()  # quality step name -> its config dataclass (datafactory/steps)
 
 
 def _fraction(value: Any) -> str | None:
@@ -110,14 +112,20 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
+    """Re-asks and the gate steps that are on: YAML name -> that step's config (``datafactory.steps``),
+    in flow order. Each step's dataclass is its only schema and source of defaults."""
+
     reask: int = 1
-    answer_check: dict[str, Any] | None = None
-    exact_dedup: dict[str, Any] | None = None
-    near_dedup: dict[str, Any] | None = None
-    decontaminate: dict[str, Any] | None = None
-    length: dict[str, Any] | None = None
-    empty_fields: dict[str, Any] | None = None
-    language: dict[str, Any] | None = None
+    steps: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        """The config of step ``name``, or None when it is off."""
+        return self.steps.get(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, every registered step named (None when off), for config.resolved.yaml."""
+        return {"reask": self.reask, **{name: dataclasses.asdict(self.steps[name]) if name in self.steps else None
+                                        for name in STEPS}}
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ class Pipeline:
             "provider": dataclasses.asdict(self.provider),
             "limits": dataclasses.asdict(self.limits),
             "output": dataclasses.asdict(self.output),
-            "quality": dataclasses.asdict(self.quality),
+            "quality": self.quality.as_dict(),
             "pricing": dataclasses.asdict(self.pricing),
         }
 
@@ -183,30 +191,12 @@ PROMPT_KEYS = {"template": Key(str, doc="YAML with `system` and `user` texts; `{
 PROVIDER_KEYS = keys_from(ProviderConfig)
 LIMIT_KEYS = keys_from(LimitsConfig)
 OUTPUT_KEYS = keys_from(OutputConfig)
-_FIELDS = Key((str, list), doc="output field name(s) the gate reads")
 QUALITY_KEYS = {
     "reask": Key(int, 1, check=non_negative,
                  doc="re-asks with the validation error appended before a row is rejected"),
-    "answer_check": Key((dict, type(None)), None), "exact_dedup": Key((dict, type(None)), None),
-    "near_dedup": Key((dict, type(None)), None), "decontaminate": Key((dict, type(None)), None),
-    "length": Key((dict, type(None)), None), "empty_fields": Key((dict, type(None)), None),
-    "language": Key((dict, type(None)), None),
+    **{name: Key((dict, type(None)), None, doc=f"the `{name}` step, on when present") for name in STEPS},
 }
-GATE_KEYS = {
-    "answer_check": {"output_field": Key(str, "output"), "source_field": Key(str, "answer")},
-    "exact_dedup": {"fields": _FIELDS, "against_input": Key((list, type(None)), None)},
-    "near_dedup": {"fields": _FIELDS, "threshold": Key(float, 0.8, check=lambda v: None if 0 < v <= 1 else
-                                                       "must be in (0, 1]"),
-                   "shingle": Key(int, 3, check=positive), "num_perm": Key(int, 128, check=positive),
-                   "seed": Key(int, 1)},
-    "decontaminate": {"fields": _FIELDS, "ngram": Key(int, 13, check=positive),
-                      "eval_sets": Key(list, ["gsm8k"]), "text_field": Key(str, "question")},
-    "length": {"fields": _FIELDS, "min_chars": Key(int, 1, check=non_negative),
-               "max_chars": Key(int, 20000, check=positive)},
-    "empty_fields": {"fields": _FIELDS},
-    "language": {"fields": _FIELDS, "allowed": Key(list, ["en"]),
-                 "min_share": Key(float, 0.8, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")},
-}
+STEP_KEYS = {name: keys_from(cfg) for name, cfg in STEPS.items()}  # derived from each step's dataclass
 PRICING_KEYS = keys_from(PricingConfig)
 REQUIRED_COLUMNS = {"alpaca": ("instruction", "output")}
 BUILTIN_EVAL_SETS = ("gsm8k",)
@@ -251,16 +241,15 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
                           conversation=out["conversation"], tags=out["tags"], style=out["style"],
                           parquet=out["parquet"], validation_split=float(out["validation_split"]), seed=out["seed"])
     q = check_section(loc, top["quality"], "quality", QUALITY_KEYS)
-    for gate, keys in GATE_KEYS.items():
-        if q[gate] is not None:
-            q[gate] = check_section(loc, q[gate], f"quality.{gate}", keys)
-    check_gate_names(loc, q, schema, columns, fields, output.format, output.conversation)
-    if q["decontaminate"]:
-        q["decontaminate"]["eval_sets"] = [_eval_set(loc, v, base) for v in q["decontaminate"]["eval_sets"]]
-    if output.format in ("preference", "kto") and not q["answer_check"]:
+    on = {name: check_section(loc, q[name], f"quality.{name}", keys)
+          for name, keys in STEP_KEYS.items() if q[name] is not None}
+    check_gate_names(loc, on, schema, columns, fields, output.format, output.conversation)
+    if "decontaminate" in on:
+        on["decontaminate"]["eval_sets"] = [_eval_set(loc, v, base) for v in on["decontaminate"]["eval_sets"]]
+    if output.format in ("preference", "kto") and "answer_check" not in on:
         raise loc.error("quality.answer_check", f"format '{output.format}' needs quality.answer_check to tell "
                         "correct samples from wrong ones")
-    quality = QualityConfig(**q)
+    quality = QualityConfig(reask=q["reask"], steps={name: STEPS[name](**values) for name, values in on.items()})
     pricing = PricingConfig(**check_section(loc, top["pricing"], "pricing", PRICING_KEYS))
     pipe = Pipeline(name=name, source=loc.file, input=input_cfg, prompt=template, schema=schema,
                     schema_path=schema_path, provider=provider, limits=limits, output=output,

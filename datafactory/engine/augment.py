@@ -191,17 +191,20 @@ def _announce_config_change(cache: Cache, pipe: Pipeline, fp: str, parts: dict[s
 
 def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) -> int | None:
     """Dedup memory = rows already written (resume) + the input texts (exact dedup's against_input).
+    A resume seeds each gate from what it read during the run (``steps/reads.py``).
     Returns the input's row count when that meant reading the input (so the count needs no pass of its own)."""
     from datafactory.quality.dedup import ExactDedup
     from datafactory.quality.gate import SeedableGate, field_names, field_text
 
-    against = (pipe.quality.exact_dedup or {}).get("against_input")
+    exact = pipe.quality.get("exact_dedup")
+    against = exact.against_input if exact is not None else None
+    view = processor.steps.context.stored
     counted: list[int] = []
     for gate in processor.gates:
         if not isinstance(gate, SeedableGate):
             continue
         names = field_names(getattr(gate, "fields", ()) or ())
-        gate.seed(field_text(Record(id="", source={}, fields=orjson.loads(blob)), names)
+        gate.seed(field_text(Record(id="", source={}, fields=view(orjson.loads(blob))), names)
                   for blob in cache.iter_outcomes(fp, ok=True))
         if against and isinstance(gate, ExactDedup):
             gate.seed(_input_texts(pipe, against, counted))

@@ -1,58 +1,45 @@
-"""Builds the quality gates a pipeline asks for and runs them on each accepted sample.
+"""Builds the gate steps a pipeline turned on (from the step registry, in flow order) and runs them.
 
 Order matters: cheap filters first, then answer check and decontamination, dedup last — so a
 record rejected for another reason never enters the dedup memory and blocks a later good one.
+The order is the registry's (``datafactory/steps/gates.py``); what each gate reads is resolved once
+here (``steps/reads.py``), so the run and a resume's seeding read the same column.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from datafactory.config.pipeline import Pipeline
 from datafactory.quality.gate import Gate, Reject
 from datafactory.record import Record
+from datafactory.steps.reads import GateContext
 
 
-def build_gates(pipe: Pipeline) -> list[Gate]:
-    q = pipe.quality
-    gates: list[Gate] = []
-    if q.empty_fields:
-        from datafactory.quality.filters import EmptyFieldFilter
+@dataclass(frozen=True)
+class Gates:
+    """The built gates plus what they read: ``needs_object``: some gate reads a property of the model's
+    object that no output column carries, so it sees ``{**obj, **row}`` rather than the row alone."""
 
-        gates.append(EmptyFieldFilter(q.empty_fields["fields"]))
-    if q.language:
-        from datafactory.quality.filters import LanguageFilter
+    gates: list[Gate]
+    context: GateContext
+    needs_object: bool
 
-        gates.append(LanguageFilter(q.language["fields"], allowed=tuple(q.language["allowed"]),
-                                    min_share=q.language["min_share"]))
-    if q.length:
-        from datafactory.quality.filters import LengthFilter
 
-        gates.append(LengthFilter(q.length["fields"], min_chars=q.length["min_chars"],
-                                  max_chars=q.length["max_chars"]))
-    if q.answer_check and pipe.output.format not in ("preference", "kto"):
-        from datafactory.quality.gsm8k import AnswerCheck
+def build_gates(pipe: Pipeline) -> Gates:
+    ctx = GateContext(output=pipe.output, paired=pipe.output.format in ("preference", "kto"))
+    gates = [g for cfg in pipe.quality.steps.values() if (g := cfg.build(ctx)) is not None]
+    reads = [name for g in gates for name in _reads(g)]
+    return Gates(gates, ctx, ctx.needs_object(reads))
 
-        gates.append(AnswerCheck(output_field=q.answer_check["output_field"],
-                                 source_field=q.answer_check["source_field"]))
-    if q.decontaminate:
-        from datafactory.quality.decontam import Decontaminator, builtin_eval_set
 
-        d = q.decontaminate
-        sets = [str(builtin_eval_set(s)) if s == "gsm8k" else s for s in d["eval_sets"]]
-        gates.append(Decontaminator(ngram=d["ngram"], fields=d["fields"], eval_sets=sets,
-                                    text_field=d["text_field"]))
-    if q.exact_dedup:
-        from datafactory.quality.dedup import ExactDedup
-
-        gates.append(ExactDedup(q.exact_dedup["fields"]))
-    if q.near_dedup:
-        from datafactory.quality.dedup import NearDedup
-
-        n = q.near_dedup
-        gates.append(NearDedup(n["fields"], threshold=n["threshold"], num_perm=n["num_perm"],
-                               shingle=n["shingle"], seed=n["seed"]))
-    return gates
+def _reads(gate: Gate) -> tuple[str, ...]:
+    fields = getattr(gate, "fields", None)
+    if fields is None:
+        field_name = getattr(gate, "output_field", None)
+        return (field_name,) if field_name else ()
+    return (fields,) if isinstance(fields, str) else tuple(fields)
 
 
 def run_gates(gates: list[Gate], record_id: str, source: dict[str, Any], fields: dict[str, Any]) -> Reject | None:

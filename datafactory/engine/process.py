@@ -15,7 +15,7 @@ import orjson
 
 from datafactory import constants as C
 from datafactory.config.pipeline import Pipeline
-from datafactory.engine.gates import build_gates, run_gates
+from datafactory.engine.gates import Gates, build_gates, run_gates
 from datafactory.engine.requester import Requester, RequestFailed
 from datafactory.errors import (
     AuthenticationFailed,
@@ -80,14 +80,15 @@ def shorten(text: str, limit: int) -> str:
 
 
 class RowProcessor:
-    def __init__(self, pipe: Pipeline, requester: Requester, gates: list[Gate] | None = None) -> None:
+    def __init__(self, pipe: Pipeline, requester: Requester, gates: Gates | None = None) -> None:
         self.pipe = pipe
         self.req = requester
         self.validator = SchemaValidator(pipe.schema)
         self.params = dict(pipe.provider.params)
         n = self.params.get("n", 1)
         self.samples = n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
-        self.gates = build_gates(pipe) if gates is None else gates
+        self.steps = build_gates(pipe) if gates is None else gates
+        self.gates: list[Gate] = self.steps.gates
         self.fmt = pipe.output.format
 
     async def process(self, task: RowTask) -> list[Sample]:
@@ -230,7 +231,7 @@ class RowProcessor:
                 out.append(reject(oid, "validate", exc.reason, attempts=acc.attempts, last_error=str(exc),
                                   raw_output=acc.raw))
                 continue
-            verdict = run_gates(self.gates, oid, source, {**obj, **row})
+            verdict = run_gates(self.gates, oid, source, {**obj, **row} if self.steps.needs_object else row)
             if verdict is not None:
                 out.append(reject(oid, "gate", verdict.reason, attempts=acc.attempts, last_error=verdict.detail,
                                   raw_output=acc.raw))
@@ -242,8 +243,8 @@ class RowProcessor:
         """Preference / KTO: judge every sample against the source answer, then pair or tag them."""
         from datafactory.quality.gsm8k import answers_match, extract_answer
 
-        check = self.pipe.quality.answer_check or {}
-        out_field, src_field = check.get("output_field", "answer"), check.get("source_field", "answer")
+        check = self.pipe.quality.get("answer_check")
+        out_field, src_field = check.output_field, check.source_field
         expected = extract_answer(str(source.get(src_field, "")))
         good: list[str] = []
         bad: list[str] = []

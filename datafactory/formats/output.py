@@ -121,3 +121,23 @@ def kto(cfg: OutputConfig, prompt: str, answer: str, good: bool) -> dict[str, An
         return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
                 "kto_tag": good}
     return {"instruction": prompt, "input": "", "output": answer, "kto_tag": good}
+
+
+def row_columns(cfg: OutputConfig) -> frozenset[str]:
+    """The columns a row-level shape writes (what a gate reading the row finds there)."""
+    if cfg.format == "jsonl":
+        return frozenset({"id", *cfg.columns}) if cfg.columns else frozenset({"id", "source", "output"})
+    if cfg.format == "sharegpt":
+        turns = "messages" if cfg.tags == "role_content" else "conversations"
+        return frozenset({turns, "system", *cfg.columns})
+    if cfg.format == "alpaca":
+        return frozenset({"instruction", "input", "output", *cfg.columns})
+    return frozenset(cfg.columns)
+
+
+def stored_view(cfg: OutputConfig, row: dict[str, Any]) -> dict[str, Any]:
+    """What gates saw for a stored row: the row, over the model's object where the row holds it whole
+    (``jsonl`` without columns keeps it as ``output``)."""
+    if cfg.format == "jsonl" and not cfg.columns and isinstance(row.get("output"), dict):
+        return {**row["output"], **row}
+    return row
