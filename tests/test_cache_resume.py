@@ -158,3 +158,15 @@ def test_rows_whose_requests_failed_after_all_retries_are_retried_on_rerun(make_
     assert proj.rejects() == []
     assert len(proj.data()) == 4
     proj.assert_accounted()
+
+
+def test_a_row_whose_connection_always_drops_is_a_connection_failed_reject_asked_again(make_project, server):
+    proj = make_project(rows=4, limits={"max_attempts": 2})
+    server.set_fault_fn(lambda i, body: Fault(kind="drop") if qid_of(body) == "q00001" else None)
+    first = proj.augment()
+    assert dict(first.rejected) == {"connection_failed": 1}
+    server.set_fault_fn(None)
+    server.reset_counters()
+    proj.augment()
+    assert server.requests == 1  # a setup reject: the rerun asks that row again
+    proj.assert_accounted()

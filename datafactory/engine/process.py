@@ -20,6 +20,7 @@ from datafactory.engine.requester import Requester, RequestFailed
 from datafactory.errors import (
     AuthenticationFailed,
     BadResponse,
+    ConnectionFailed,
     FatalRequestError,
     RateLimited,
     ValidationFailed,
@@ -154,6 +155,8 @@ class RowProcessor:
             reason = "rate_limited"
         elif isinstance(err, BadResponse):
             reason = "bad_response"
+        elif isinstance(err, ConnectionFailed):  # a TransientError: the more specific class first
+            reason = "connection_failed"
         else:
             reason = "request_failed"
         return reject(row_id, "request", reason, attempts=failed.attempts, last_error=str(err),
