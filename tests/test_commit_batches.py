@@ -5,14 +5,10 @@ still leaves every row accounted once with no stored response paid again."""
 from __future__ import annotations
 
 import asyncio
-import random
-import signal
 import sqlite3
-import time
 
 import pytest
-from conftest import run_cli, start_cli, wait_for
-from test_crash_signals import _sent, _stored_requests
+from test_crash_signals import kill_three_times_then_resume
 
 from datafactory.engine.cache import Cache
 from datafactory.engine.commit import CommitBatcher
@@ -81,30 +77,6 @@ def test_a_write_that_fails_in_the_timer_stops_the_next_add(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_kill_9_while_rows_wait_in_a_batch_then_resume_accounts_for_every_row_once(make_project, server):
-    seed = int(time.time())
-    rng = random.Random(seed)
     server.latency_s = 0.01  # many rows finish per batch window, so a kill lands with a batch unwritten
     proj = make_project(rows=1500, limits={"concurrency": 64})
-    for attempt in range(4):  # three runs killed at random moments, then one that finishes
-        stored = _stored_requests(proj.run_dir) if (proj.run_dir / "cache.sqlite").exists() else set()
-        mark = len(server.log)
-        proc = start_cli("augment", str(proj.pipeline), "--quiet")
-        if attempt < 3:
-            wait_for(lambda mark=mark: len(server.log) > mark + 100, timeout=60)
-            time.sleep(rng.uniform(0.0, 0.4))
-            proc.kill()
-            proc.communicate(timeout=30)
-            assert proc.returncode == -signal.SIGKILL, f"seed {seed}: run {attempt} ended before the kill"
-        else:
-            out, err = proc.communicate(timeout=150)
-            assert proc.returncode == 0, err
-        sent = _sent(server.log[mark:])
-        repeated = set(sent) & stored
-        assert not repeated, f"seed {seed}: run {attempt} sent {len(repeated)} stored requests again"
-        assert len(sent) == len(set(sent)), f"seed {seed}: a request was sent twice within run {attempt}"
-    proj.assert_accounted()
-    assert [r["qid"] for r in proj.data()] == [r["qid"] for r in proj.rows]
-    assert proj.stats()["run_totals"]["written"] == 1500
-    server.reset_counters()
-    res = run_cli("augment", str(proj.pipeline), "--quiet")
-    assert res.returncode == 0 and server.requests == 0
+    kill_three_times_then_resume(proj, server, after_requests=100, max_sleep_s=0.4, final_timeout_s=150)

@@ -46,20 +46,19 @@ def _some_rows_need_a_reask(index, body):
 
 
 # ---------------------------------------------------------------------- kill -9
-@pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_accounts_for_every_row_once(make_project, server):
+def kill_three_times_then_resume(proj, server, *, after_requests: int, max_sleep_s: float,
+                                 final_timeout_s: float = 120) -> None:
+    """Three runs killed (-9) at random moments, then one that finishes: every input row accounted for
+    exactly once, in input order, no stored request sent again, and a last rerun has nothing to do."""
     seed = int(time.time())
     rng = random.Random(seed)
-    server.latency_s = 0.1
-    server.set_fault_fn(_some_rows_need_a_reask)
-    proj = make_project(rows=400, limits={"concurrency": 8})
-    for attempt in range(4):  # three runs killed at random moments, then one that finishes
+    for attempt in range(4):
         stored = _stored_requests(proj.run_dir) if (proj.run_dir / "cache.sqlite").exists() else set()
         mark = len(server.log)
         proc = start_cli("augment", str(proj.pipeline), "--quiet")
         if attempt < 3:
-            wait_for(lambda mark=mark: len(server.log) > mark + 8, timeout=30)
-            time.sleep(rng.uniform(0.0, 0.6))
+            wait_for(lambda mark=mark: len(server.log) > mark + after_requests, timeout=60)
+            time.sleep(rng.uniform(0.0, max_sleep_s))
             proc.kill()
             proc.communicate(timeout=30)
             assert proc.returncode == -signal.SIGKILL, f"seed {seed}: run {attempt} ended before the kill"
@@ -67,20 +66,26 @@ def test_kill_9_at_random_moments_then_resume_accounts_for_every_row_once(make_p
             if proj.data_file.exists():
                 proj.data()
         else:
-            out, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=final_timeout_s)
             assert proc.returncode == 0, err
         sent = _sent(server.log[mark:])
         repeated = set(sent) & stored
         assert not repeated, f"seed {seed}: run {attempt} sent {len(repeated)} stored requests again"
         assert len(sent) == len(set(sent)), f"seed {seed}: a request was sent twice within run {attempt}"
-    # every input row accounted for exactly once, in input order
     proj.assert_accounted()
     assert [r["qid"] for r in proj.data()] == [r["qid"] for r in proj.rows]
-    assert proj.stats()["run_totals"]["written"] == 400
-    # a final rerun has nothing left to do
+    assert proj.stats()["run_totals"]["written"] == len(proj.rows)
     server.reset_counters()
     res = run_cli("augment", str(proj.pipeline), "--quiet")
     assert res.returncode == 0 and server.requests == 0
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_accounts_for_every_row_once(make_project, server):
+    server.latency_s = 0.1
+    server.set_fault_fn(_some_rows_need_a_reask)
+    proj = make_project(rows=400, limits={"concurrency": 8})
+    kill_three_times_then_resume(proj, server, after_requests=8, max_sleep_s=0.6)
 
 
 # ---------------------------------------------------------------------- Ctrl-C / SIGTERM
