@@ -9,11 +9,9 @@ here (``steps/reads.py``), so the run and a resume's seeding read the same colum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from datafactory.config.pipeline import Pipeline
-from datafactory.quality.gate import Gate, Reject
-from datafactory.record import Record
+from datafactory.quality.gate import Gate
 from datafactory.steps.reads import GateContext
 
 
@@ -40,12 +38,3 @@ def _reads(gate: Gate) -> tuple[str, ...]:
         field_name = getattr(gate, "output_field", None)
         return (field_name,) if field_name else ()
     return (fields,) if isinstance(fields, str) else tuple(fields)
-
-
-def run_gates(gates: list[Gate], record_id: str, source: dict[str, Any], fields: dict[str, Any]) -> Reject | None:
-    rec = Record(id=record_id, source=source, fields=fields)
-    for gate in gates:
-        verdict = gate.check(rec)
-        if verdict is not None:
-            return verdict
-    return None

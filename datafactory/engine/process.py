@@ -15,7 +15,8 @@ import orjson
 
 from datafactory import constants as C
 from datafactory.config.pipeline import Pipeline
-from datafactory.engine.gates import Gates, build_gates, run_gates
+from datafactory.engine.gate_batch import GateBatcher
+from datafactory.engine.gates import Gates, build_gates
 from datafactory.engine.requester import Requester, RequestFailed
 from datafactory.errors import (
     AuthenticationFailed,
@@ -31,6 +32,7 @@ from datafactory.providers.base import Choice
 from datafactory.quality.gate import Gate
 from datafactory.quality.parse import extract_json_object
 from datafactory.quality.validate import SchemaValidator, reask_message
+from datafactory.record import Record
 from datafactory.secrets import redact
 
 Sample = tuple[bool, "str | None", dict[str, Any]]
@@ -90,6 +92,7 @@ class RowProcessor:
         self.samples = n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
         self.steps = build_gates(pipe) if gates is None else gates
         self.gates: list[Gate] = self.steps.gates
+        self.batcher = GateBatcher(self.gates)
         self.fmt = pipe.output.format
 
     async def process(self, task: RowTask) -> list[Sample]:
@@ -119,10 +122,10 @@ class RowProcessor:
             sample_id = f"{task.key}-{i}" if multi else task.key
             results.append(await self._accept(sample_id, messages, choice, attempts))
         if self.fmt in ("preference", "kto"):
-            return self._pairs(task.key, source, results)
+            return await self._pairs(task.key, source, results)
         out: list[Sample] = []
         for res in results:
-            out.extend(self._rows(res, source) if isinstance(res, Accepted) else [res])
+            out.extend(await self._rows(res, source) if isinstance(res, Accepted) else [res])
         return out
 
     # ------------------------------------------------------------------ request + parse
@@ -215,7 +218,7 @@ class RowProcessor:
         return obj
 
     # ------------------------------------------------------------------ shaping + gates
-    def _rows(self, acc: Accepted, source: dict[str, Any]) -> list[Sample]:
+    async def _rows(self, acc: Accepted, source: dict[str, Any]) -> list[Sample]:
         explode = self.pipe.output.explode
         if explode:
             items = acc.obj.get(explode)
@@ -234,7 +237,8 @@ class RowProcessor:
                 out.append(reject(oid, "validate", exc.reason, attempts=acc.attempts, last_error=str(exc),
                                   raw_output=acc.raw))
                 continue
-            verdict = run_gates(self.gates, oid, source, {**obj, **row} if self.steps.needs_object else row)
+            fields = {**obj, **row} if self.steps.needs_object else row
+            verdict = await self.batcher.check(Record(id=oid, source=source, fields=fields))
             if verdict is not None:
                 out.append(reject(oid, "gate", verdict.reason, attempts=acc.attempts, last_error=verdict.detail,
                                   raw_output=acc.raw))
@@ -242,7 +246,7 @@ class RowProcessor:
                 out.append((True, None, row))
         return out
 
-    def _pairs(self, row_id: str, source: dict[str, Any], results: list[Accepted | Sample]) -> list[Sample]:
+    async def _pairs(self, row_id: str, source: dict[str, Any], results: list[Accepted | Sample]) -> list[Sample]:
         """Preference / KTO: judge every sample against the source answer, then pair or tag them."""
         from datafactory.quality.gsm8k import answers_match, extract_answer
 
@@ -267,7 +271,7 @@ class RowProcessor:
             return rows or failures[:1] or [reject(row_id, "pair", "no_valid_sample", attempts=attempts)]
         if good and bad:
             row = shapes.preference(self.pipe.output, prompt, good[0], bad[0])
-            verdict = run_gates(self.gates, row_id, source, row)
+            verdict = await self.batcher.check(Record(id=row_id, source=source, fields=row))
             if verdict is not None:
                 return [reject(row_id, "gate", verdict.reason, attempts=attempts, last_error=verdict.detail)]
             return [(True, None, row)]
