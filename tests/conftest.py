@@ -258,5 +258,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: flo
         time.sleep(interval)
 
 
+def line_of(path: Path, needle: str, nth: int = 1) -> int:
+    """The 1-based line of the ``nth`` line of ``path`` holding ``needle`` (for file:line assertions)."""
+    seen = 0
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if needle in line:
+            seen += 1
+            if seen == nth:
+                return i
+    raise AssertionError(f"{needle!r} not in {path}")
+
+
 def assert_no_traceback(text: str) -> None:
     assert "Traceback (most recent call last)" not in text, text

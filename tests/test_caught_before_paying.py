@@ -8,22 +8,13 @@ import datetime
 import decimal
 
 import pytest
-from conftest import assert_no_traceback, make_rows, run_cli
+from conftest import assert_no_traceback, line_of, make_rows, run_cli
 
 from datafactory.config.pipeline import load_pipeline
 from datafactory.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def _line_of(path, needle: str, nth: int = 1) -> int:
-    seen = 0
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
-        if needle in line:
-            seen += 1
-            if seen == nth:
-                return i
-    raise AssertionError(f"{needle!r} not in {path}")
 
 
 # ---------------------------------------------------------------------- inputs
@@ -78,7 +69,7 @@ def test_duplicate_section_in_pipeline_yaml_is_an_error_naming_both_lines(make_p
     proj = make_project(rows=1)
     text = proj.pipeline.read_text() + "limits:\n  concurrency: 99\n"
     proj.pipeline.write_text(text)
-    first, second = _line_of(proj.pipeline, "limits:"), _line_of(proj.pipeline, "limits:", 2)
+    first, second = line_of(proj.pipeline, "limits:"), line_of(proj.pipeline, "limits:", 2)
     with pytest.raises(ConfigError) as info:
         load_pipeline(proj.pipeline)
     err = info.value
@@ -93,7 +84,7 @@ def test_duplicate_nested_key_is_an_error_too(make_project):
     with pytest.raises(ConfigError) as info:
         load_pipeline(proj.pipeline)
     assert info.value.key == "provider.params.max_tokens"
-    assert info.value.line == _line_of(proj.pipeline, "max_tokens: 16")
+    assert info.value.line == line_of(proj.pipeline, "max_tokens: 16")
 
 
 @pytest.mark.parametrize(("param", "value", "expected"), [
@@ -115,7 +106,7 @@ def test_generation_params_of_the_wrong_type_or_range_fail_validate_with_file_li
     proj = make_project(rows=1, provider={"params": {param: value}})
     res = run_cli("validate", str(proj.pipeline))
     assert res.returncode == 1
-    line = _line_of(proj.pipeline, f"    {param}:")
+    line = line_of(proj.pipeline, f"    {param}:")
     assert f"{proj.pipeline}:{line}: provider.params.{param}: {expected}" in res.stderr
     assert_no_traceback(res.stderr)
 

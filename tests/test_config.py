@@ -7,19 +7,13 @@ import json
 
 import pytest
 import yaml
-from conftest import assert_no_traceback, cli_env, qid_of, run_cli
+from conftest import assert_no_traceback, cli_env, line_of, qid_of, run_cli
 
 from datafactory.config.pipeline import load_pipeline
 from datafactory.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def _line_of(path, needle: str) -> int:
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
-        if needle in line:
-            return i
-    raise AssertionError(f"{needle!r} not in {path}")
 
 
 def _rename_key(proj, section: str, old: str, new: str) -> None:
@@ -35,7 +29,7 @@ def test_misspelt_provider_key_names_file_line_key_path_and_suggestion(make_proj
         load_pipeline(proj.pipeline)
     err = info.value
     assert err.file == str(proj.pipeline)
-    assert err.line == _line_of(proj.pipeline, "modle:")
+    assert err.line == line_of(proj.pipeline, "modle:")
     assert err.key == "provider.modle"
     assert err.suggestion == "model"
     assert f"{proj.pipeline}:{err.line}: provider.modle: unknown key (did you mean 'model'?)" in str(err)
@@ -46,7 +40,7 @@ def test_validate_command_reports_the_typo_with_exit_1_and_no_traceback(make_pro
     _rename_key(proj, "limits", "concurrency", "concurency")
     res = run_cli("validate", str(proj.pipeline))
     assert res.returncode == 1
-    line = _line_of(proj.pipeline, "concurency:")
+    line = line_of(proj.pipeline, "concurency:")
     assert f"{proj.pipeline}:{line}: limits.concurency: unknown key (did you mean 'concurrency'?)" in res.stderr
     assert_no_traceback(res.stderr)
 
@@ -83,7 +77,7 @@ def test_bad_value_types_and_ranges_name_the_key_and_line(make_project, section,
     with pytest.raises(ConfigError) as info:
         load_pipeline(proj.pipeline)
     assert expected in str(info.value)
-    assert info.value.line == _line_of(proj.pipeline, f"{key}:")
+    assert info.value.line == line_of(proj.pipeline, f"{key}:")
     if value == "sharegtp":
         assert info.value.suggestion == "sharegpt"
 

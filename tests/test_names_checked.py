@@ -8,19 +8,13 @@ import sys
 import textwrap
 
 import pytest
-from conftest import assert_no_traceback, make_rows, run_cli
+from conftest import assert_no_traceback, line_of, make_rows, run_cli
 
 from datafactory.config.pipeline import load_pipeline
 from datafactory.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def _line_of(path, needle: str) -> int:
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
-        if needle in line:
-            return i
-    raise AssertionError(f"{needle!r} not in {path}")
 
 
 def _typo_project(make_project):
@@ -32,7 +26,7 @@ def test_validate_names_an_input_field_whose_column_is_not_in_the_input(make_pro
     proj = _typo_project(make_project)
     res = run_cli("validate", str(proj.pipeline))
     assert res.returncode == 1
-    line = _line_of(proj.pipeline, "question: questoin")
+    line = line_of(proj.pipeline, "question: questoin")
     assert (f"{proj.pipeline}:{line}: input.fields.question: column 'questoin' is not in the input "
             f"({proj.input}, first 100 rows: answer, qid, question) (did you mean 'question'?)") in res.stderr
     assert_no_traceback(res.stderr)
@@ -142,7 +136,7 @@ def test_validate_reports_a_recipe_typo_with_file_line_and_suggestion(tmp_path):
     path = _recipe(tmp_path, "train:\n  learning_rat: 1.0e-4\n")
     res = run_cli("validate", str(path), cwd=tmp_path)
     assert res.returncode == 1
-    line = _line_of(path, "learning_rat:")
+    line = line_of(path, "learning_rat:")
     assert f"{path}:{line}: train.learning_rat: unknown key" in res.stderr
     assert "did you mean 'learning_rate'?" in res.stderr
     assert_no_traceback(res.stderr)
