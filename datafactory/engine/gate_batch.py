@@ -69,7 +69,7 @@ class GateBatcher:
         self.batches += 1
         try:
             verdicts = run_batch(self.gates, [rec for rec, _ in batch])
-        except BaseException as exc:  # a gate bug: every waiting record gets it, none hangs
+        except Exception as exc:  # a gate bug: every waiting record gets it, none hangs
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
