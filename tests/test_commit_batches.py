@@ -78,5 +78,5 @@ def test_a_write_that_fails_in_the_timer_stops_the_next_add(tmp_path):
 @pytest.mark.timeout(180)
 def test_kill_9_while_rows_wait_in_a_batch_then_resume_accounts_for_every_row_once(make_project, server):
     server.latency_s = 0.01  # many rows finish per batch window, so a kill lands with a batch unwritten
-    proj = make_project(rows=1500, limits={"concurrency": 64})
+    proj = make_project(rows=4000, limits={"concurrency": 64})  # enough left that every kill lands mid-run
     kill_three_times_then_resume(proj, server, after_requests=100, max_sleep_s=0.4, final_timeout_s=150)
