@@ -38,6 +38,7 @@ Every exception class of datafactory is defined here and gets its context throug
     │   └── FatalRequestError
     │       └── AuthenticationFailed    (also a UserError)
     ├── RequestFailed(error, attempts)  a request that ended in a ProviderError, after retries
+    ├── RequestDeferred(key)            batch mode: a cache miss queued for a batch; the row waits
     ├── ValidationFailed(reason)
     └── Unfit                           a data file LLaMA-Factory could not load as it is
 """
@@ -166,6 +167,16 @@ class RequestFailed(DatafactoryError):
         super().__init__(str(error))
         self.error = error
         self.attempts = attempts
+
+
+class RequestDeferred(DatafactoryError):
+    """Batch mode: the response for cache key ``key`` is not stored yet; the request was queued for
+    (or already sits in) a provider batch. The row gets no outcome in this pass; a later pass, after the
+    batch is collected into the cache, finishes it from the cache."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"request {key} waits for a batch")
+        self.key = key
 
 
 # ---------------------------------------------------------------- dataset files

@@ -7,6 +7,7 @@ with a cost limit every attempt reserves its worst case before it is sent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,9 @@ class Requester:
         self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,
                         "template": pipe.prompt.fingerprint, "schema": content_hash(pipe.schema)}
         self._expected_out = expected_completion_tokens(pipe)
+        # batch mode (engine/batch): called on a cache miss instead of sending; raises RequestDeferred
+        # (queued for a provider batch) or RequestFailed (the row's request gave up after max_attempts)
+        self.on_miss: Callable[[str, list[dict[str, str]], dict[str, Any]], None] | None = None
 
     def cache_key(self, messages: list[dict[str, str]], params: dict[str, Any], variant: int = 0) -> str:
         # ``variant`` (only when set, so older keys stay valid): extra requests for the same prompt
@@ -66,6 +70,9 @@ class Requester:
         if hit is not None:
             self.stats.cache_hits += 1
             return Answer(Completion.from_json(hit), 0, True)
+        if self.on_miss is not None:
+            self.on_miss(key, messages, params)
+            raise AssertionError("on_miss must raise RequestDeferred or RequestFailed")
         est = estimate_tokens(messages) + self._expected_out
         prompt_est = estimate_tokens(messages)
         attempts = 0

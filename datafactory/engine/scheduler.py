@@ -24,7 +24,7 @@ from datafactory.engine.commit import CommitBatcher, count_samples
 from datafactory.engine.process import RowProcessor, RowTask
 from datafactory.engine.progress import Progress
 from datafactory.engine.stats import Stats
-from datafactory.errors import RunStopped
+from datafactory.errors import RequestDeferred, RunStopped
 from datafactory.io.readers import BadRow, iter_rows
 from datafactory.record import content_hash
 
@@ -169,6 +169,9 @@ class Scheduler:
             except RunStopped as exc:  # the breaker or the budget: this row gets no outcome (rerun does it)
                 self.halt(exc)
                 return
+            except RequestDeferred:  # batch mode: its request waits in a provider batch; a later pass does it
+                self.stats.rows_deferred += 1
+                continue
             self.commits.add(task.key, task.seq, samples)
             count_samples(self.stats, samples)
 

@@ -15,6 +15,7 @@ class Stats:
     rows_total: int | None = None       # input rows this invocation will look at (None: unknown)
     rows_done: int = 0                  # rows finished this invocation (written or rejected)
     rows_skipped_done: int = 0          # rows already finished by an earlier invocation (resume)
+    rows_deferred: int = 0              # batch mode: rows whose request waits in a provider batch
     requests_sent: int = 0
     cache_hits: int = 0
     retries: int = 0
@@ -41,6 +42,9 @@ class Stats:
     config_change: dict[str, Any] | None = None
     # data/ was left as it was (this run's export had fewer rows and the run did not finish): why
     export_kept: dict[str, Any] | None = None
+    # named blocks a feature adds to stats.json (``batch``, ``endpoints``, ``decontamination``...): each
+    # feature owns its block; to_json writes them after the core counters
+    sections: dict[str, Any] = field(default_factory=dict)
 
     @property
     def elapsed(self) -> float:
@@ -74,4 +78,6 @@ class Stats:
             "datasets": self.datasets,
             "config_change": self.config_change,
             "export_kept": self.export_kept,
+            **({"rows_deferred": self.rows_deferred} if self.rows_deferred else {}),
+            **self.sections,
         }

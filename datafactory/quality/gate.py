@@ -89,3 +89,25 @@ def field_texts(records: Sequence[Record], fields: tuple[str, ...]) -> list[str]
         name = fields[0]
         return [v if isinstance(v := r.fields.get(name), str) else value_text(v) for r in records]
     return [field_text(r, fields) for r in records]
+
+
+@runtime_checkable
+class SourceGate(Protocol):
+    """A gate that also checks the *input* row before any request is sent (decontamination of inputs:
+    a test question given as input costs nothing). ``check_source`` gets the mapped input fields
+    (template variable → value); a reject there is written with stage ``input``."""
+
+    name: str
+
+    def check_source(self, source: dict[str, Any]) -> Reject | None: ...
+
+
+@runtime_checkable
+class AsyncGate(Protocol):
+    """A gate whose decision may need a request (the optional LLM judge of decontamination). The flow
+    runs ``acheck`` on the records that passed the batch gates; ``ask(messages, params)`` is the run's
+    requester (cached, limited, retried, counted in stats and cost like every request)."""
+
+    name: str
+
+    async def acheck(self, record: Record, ask: Any) -> Reject | None: ...
