@@ -31,6 +31,7 @@ EPILOG = """examples:
   datafactory validate pipelines/gsm8k_rephrase.yaml
   datafactory build-info runs/gsm8k_rephrase/data
   datafactory train-eval pipelines/train_qwen_gsm8k_lora.yaml
+  datafactory report runs/gsm8k_rephrase runs/gsm8k_rephrase_v2 --output compare.html
 
 exit codes:
   0    done (also: a rerun with nothing left to do)
@@ -96,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", help="run directory (overrides the recipe's output_dir)")
     t.add_argument("--force", action="store_true", help="rerun stages even if they finished with the same inputs")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("report", help="write a self-contained HTML report of run dirs (several: side by side)",
+                       description="One HTML file (no script, no network) per augment or train-eval run dir, or "
+                                   "several run dirs side by side. augment and train-eval write "
+                                   "RUN_DIR/report.html themselves at the end of every run.")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="augment or train-eval run directory")
+    r.add_argument("--output", metavar="FILE",
+                   help="where to write it (default: RUN_DIR/report.html; ./report.html for several)")
     return p
 
 
@@ -264,4 +273,12 @@ def _train_eval(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"augment": _augment, "validate": _validate, "build-info": _build_info, "train-eval": _train_eval}
+def _report(args: argparse.Namespace, argv: list[str]) -> int:
+    from datafactory.report import report
+
+    print(f"report: {report(args.run_dirs, output=args.output)}")
+    return 0
+
+
+COMMANDS = {"augment": _augment, "validate": _validate, "build-info": _build_info, "train-eval": _train_eval,
+            "report": _report}

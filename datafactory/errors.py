@@ -21,6 +21,7 @@ Every exception class of datafactory is defined here and gets its context throug
     │   │   └── BudgetExhausted(budget_usd, spent_usd)   the cost limit
     │   ├── DatasetInfoClash(names)     a dataset name registered with another meaning
     │   ├── DatasetNotRegistered(dataset, format)   a written dataset that dataset_info.json cannot hold
+    │   ├── NotARunDir(path)            ``report`` on a folder that holds no augment or train-eval run
     │   ├── TrainExtraMissing(missing)  torch / LLaMA-Factory / lm-eval not installed
     │   ├── NoCheckpoint(train_dir)     training left no checkpoint to select
     │   ├── Interrupted(what, log_path, signum)   Ctrl-C / SIGTERM stopped a child process
@@ -198,6 +199,15 @@ class DatasetNotRegistered(UserError):
 
     def __init__(self, message: str, *, dataset: str | None = None, format: str | None = None) -> None:
         self.dataset, self.format = dataset, format
+        super().__init__(message)
+
+
+class NotARunDir(UserError):
+    """``datafactory report`` was given a folder with no augment run (stats.json) or train-eval run
+    (recipe.resolved.yaml, .stages/) in it; ``path`` is that folder."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
         super().__init__(message)
 
 

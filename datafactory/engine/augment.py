@@ -35,6 +35,7 @@ from datafactory.io.rundir import RunDir
 from datafactory.providers.pricing import cost
 from datafactory.providers.registry import api_key_for, create_provider
 from datafactory.record import Record
+from datafactory.report.timeline import record_timeline
 from datafactory.secrets import register_secret
 
 log = logging.getLogger("datafactory")
@@ -131,6 +132,7 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
     run = RunDir(pipe.output.dir)
     run.acquire()
     stats = Stats(rows_total=count_rows(pipe))
+    progress = record_timeline(progress, run.path)  # RUN_DIR/timeline.jsonl for report.html (report/timeline.py)
     cache: Cache | None = None
     provider = None
     try:

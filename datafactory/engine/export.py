@@ -1,4 +1,4 @@
-"""The end of every run: data + rejects from the commit log, stats.json, dataset_info.json.
+"""The end of every run: data + rejects from the commit log, stats.json, dataset_info.json, report.html.
 
 The data files never lose rows because a run failed or stopped. A run exports under its own
 configuration (fingerprint); after a configuration change that export starts smaller than what
@@ -24,6 +24,14 @@ from datafactory.io.rundir import RunDir
 
 
 def finalize(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, stats: Stats, *, complete: bool) -> None:
+    """Export, stats.json, dataset_info.json (:func:`export`); then ``report.html``, which never fails the run."""
+    export(run, cache, pipe, fp, stats, complete=complete)
+    from datafactory.report import write_run_report
+
+    write_run_report(run.path, fingerprint=fp)
+
+
+def export(run: RunDir, cache: Cache, pipe: Pipeline, fp: str, stats: Stats, *, complete: bool) -> None:
     """Export (atomically), unless that would shrink ``data/`` after an unfinished run; then stats.json."""
     stats.total_written, stats.total_rejected = cache.totals(fp)
     kept = held_back(run, cache, pipe, fp, stats.total_written, complete=complete)

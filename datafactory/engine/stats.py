@@ -17,6 +17,7 @@ class Stats:
     rows_skipped_done: int = 0          # rows already finished by an earlier invocation (resume)
     rows_deferred: int = 0              # batch mode: rows whose request waits in a provider batch
     requests_sent: int = 0
+    in_flight: int = 0                  # requests on the wire right now (sampled into timeline.jsonl)
     cache_hits: int = 0
     retries: int = 0
     rate_limited: int = 0               # 429 answers

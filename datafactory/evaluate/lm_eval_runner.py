@@ -24,6 +24,7 @@ from typing import Any
 from datafactory.errors import EvalFailed, UserError
 from datafactory.evaluate.gsm8k_offline import OFFLINE_ENV, write_offline_tasks
 from datafactory.evaluate.job import BACKENDS, EvalJob
+from datafactory.evaluate.samples import examples_from_samples
 from datafactory.io.atomic import atomic_write_text
 from datafactory.proc.progress import LineProgress
 
@@ -92,13 +93,14 @@ def evaluate(job: EvalJob, lm: Any = None) -> dict[str, Any]:
         fewshot_as_multiturn=job.apply_chat_template and bool(job.num_fewshot),
         gen_kwargs=job.gen_kwargs,
         task_manager=task_manager(job),
-        log_samples=False,
+        log_samples=True,  # a few of them go into the result for the HTML report (evaluate/samples.py)
         random_seed=job.seed, numpy_random_seed=job.seed, torch_random_seed=job.seed,
         fewshot_random_seed=job.seed,
     )
     if results is None:  # not the main process of a distributed run
         raise EvalFailed("lm-eval returned no results")
     out = scores_from_results(dict(results), job.tasks)
+    out["examples"] = examples_from_samples(results.get("samples") or {})
     out["model"] = job.model_path
     out["settings"] = {k: v for k, v in job.to_dict().items() if k not in ("model_path", "task_dir")}
     return out

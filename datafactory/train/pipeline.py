@@ -5,7 +5,7 @@ Every stage writes into the run directory (``recipe.output_dir``)::
     recipe.resolved.yaml  train.yaml  export.yaml      # the LLaMA-Factory files can be rerun by hand
     train/                (checkpoints, trainer_state.json, training_loss.png)
     best_checkpoint.json  merged/  eval/base.json  eval/tuned.json
-    report.md  report.json  loss.png  logs/*.log  .stages/*.json
+    report.md  report.json  loss.png  report.html  logs/*.log  .stages/*.json
 
 See :mod:`datafactory.train.stages` for how finished stages are recognised and skipped.
 """
@@ -66,7 +66,7 @@ def train_eval(recipe: str | Path | Recipe | dict[str, Any], *, stages: str | It
     run directory. ``show_progress`` (default: stderr is a terminal) draws rich progress bars; ``say``
     receives the one-line status messages (default: print to stderr). Returns ``{"run_dir",
     "stages": {name: "ran" | "skipped" | "done earlier"}, "warnings", "report" (the report.json dict,
-    or None before the report stage), "report_md", "report_json"}``. User mistakes raise UserError.
+    or None before the report stage), "report_md", "report_json", "report_html"}``. User mistakes raise UserError.
     """
     rec = _as_recipe(recipe, output_dir)
     wanted = st.parse_stages(stages)
@@ -87,12 +87,18 @@ def train_eval(recipe: str | Path | Recipe | dict[str, Any], *, stages: str | It
     try:
         with FileLock(str(layout.lock), timeout=0):
             atomic_write_text(layout.resolved_recipe, yaml.safe_dump(rec.to_dict(), sort_keys=False))
-            status = _run_stages(ctx, wanted)
+            try:
+                status = _run_stages(ctx, wanted)
+            finally:  # what the stages that ran left, as a page (a failure there is a warning, never an error)
+                from datafactory.report import write_run_report
+
+                html = write_run_report(layout.root)
     except Timeout:
         raise RunLocked(f"another datafactory process is using {layout.root} (lock {layout.lock})") from None
     report = _read_json(layout.report_json) if st.read_marker(layout, "report") else None
     return {"run_dir": str(layout.root), "stages": status, "warnings": list(rec.warnings), "report": report,
-            "report_md": str(layout.report_md), "report_json": str(layout.report_json)}
+            "report_md": str(layout.report_md), "report_json": str(layout.report_json),
+            "report_html": str(html) if html is not None else None}
 
 
 def _as_recipe(recipe: str | Path | Recipe | dict[str, Any], output_dir: str | Path | None) -> Recipe:

@@ -1,0 +1,135 @@
+"""A small time series of an augment run, recorded while it runs: ``RUN_DIR/timeline.jsonl``.
+
+:func:`record_timeline` wraps the run's :class:`~datafactory.engine.progress.Progress`: the scheduler's
+ticker calls ``update(stats)`` four times a second and the recorder keeps one sample a second of the
+run's cumulative counters (rows, written, rejected, requests, cache hits, retries, 429s, tokens) plus
+the requests in flight at that moment. Counters are cumulative, so a rate between any two kept
+samples is exact and samples can be dropped without losing totals: past ``MAX_SAMPLES`` every other
+sample goes and the interval doubles (a day-long run keeps ≤ ``MAX_SAMPLES`` lines, ≈ 150 bytes each).
+
+Each sample is appended as it is taken (the report written at the end of the run reads the file as it
+is then); a downsampling pass rewrites the file atomically. A failure to write never stops the run:
+it is logged once and recording stops. The file describes the last invocation (a resume starts it
+anew), like the per-invocation counters of ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from datafactory.engine.progress import Progress
+from datafactory.engine.stats import Stats
+from datafactory.io.atomic import atomic_write_bytes
+
+TIMELINE_FILE = "timeline.jsonl"
+INTERVAL_S = 1.0
+MAX_SAMPLES = 1200
+
+log = logging.getLogger("datafactory")
+
+
+def sample(stats: Stats, t: float) -> dict[str, Any]:
+    """One point of the time series: the run's counters at ``t`` seconds."""
+    return {"t": round(t, 2), "rows_done": stats.rows_done, "written": stats.written,
+            "rejected": sum(stats.rejected.values()), "requests_sent": stats.requests_sent,
+            "cache_hits": stats.cache_hits, "retries": stats.retries, "rate_limited_429": stats.rate_limited,
+            "failed_requests": stats.failed_requests, "in_flight": stats.in_flight,
+            "tokens": stats.prompt_tokens + stats.completion_tokens}
+
+
+class TimelineRecorder:
+    """A Progress that forwards every call to ``inner`` and records the time series on the side."""
+
+    def __init__(self, inner: Progress, path: Path, *, interval_s: float = INTERVAL_S,
+                 max_samples: int = MAX_SAMPLES) -> None:
+        self.inner, self.path = inner, path
+        self.interval_s, self.max_samples = interval_s, max(4, max_samples)
+        self.samples: list[dict[str, Any]] = []
+        self._next = 0.0
+        self._broken = False
+
+    def start(self, stats: Stats) -> None:
+        self.inner.start(stats)
+        self.samples = []
+        self._guard(lambda: atomic_write_bytes(self.path, b""))
+        self._take(stats, force=True)
+
+    def update(self, stats: Stats) -> None:
+        self.inner.update(stats)
+        self._take(stats)
+
+    def stop(self, stats: Stats) -> None:
+        self._take(stats, force=True)
+        self.inner.stop(stats)
+
+    # ------------------------------------------------------------------ recording
+    def _take(self, stats: Stats, *, force: bool = False) -> None:
+        if self._broken:
+            return
+        t = time.monotonic() - stats.started
+        if not force and t < self._next:
+            return
+        if force and self.samples and t - self.samples[-1]["t"] < 0.05:
+            return  # stop right after a sample: nothing new to say
+        self._next = t + self.interval_s
+        point = sample(stats, t)
+        self.samples.append(point)
+        if len(self.samples) > self.max_samples:
+            self.samples = self.samples[::2] if len(self.samples) % 2 else [*self.samples[:-1:2], point]
+            self.interval_s *= 2
+            self._guard(self._rewrite)
+        else:
+            self._guard(lambda: self._append(point))
+
+    def _append(self, point: dict[str, Any]) -> None:
+        with self.path.open("ab") as fh:
+            fh.write(orjson.dumps(point) + b"\n")
+
+    def _rewrite(self) -> None:
+        atomic_write_bytes(self.path, b"".join(orjson.dumps(p) + b"\n" for p in self.samples))
+
+    def _guard(self, write: Any) -> None:
+        try:
+            write()
+        except OSError as exc:
+            self._broken = True
+            log.warning("cannot record the run's timeline in %s (%s); the report will have no timeline",
+                        self.path, exc)
+
+
+def record_timeline(progress: Progress, run_dir: Path) -> Progress:
+    """Wrap ``progress`` so the run records ``run_dir/timeline.jsonl`` (the one line augment adds)."""
+    return TimelineRecorder(progress, Path(run_dir) / TIMELINE_FILE)
+
+
+def read_timeline(path: Path) -> list[dict[str, Any]]:
+    """The samples of a ``timeline.jsonl`` in time order (unreadable lines are skipped; no file: [])."""
+    out: list[dict[str, Any]] = []
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            point = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(point, dict) and isinstance(point.get("t"), (int, float)):
+            out.append(point)
+    out.sort(key=lambda p: p["t"])
+    return out
+
+
+def rates(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    """Per-second rate of a cumulative counter between consecutive samples, at the later one's time."""
+    out = []
+    for a, b in zip(samples, samples[1:], strict=False):
+        dt = b["t"] - a["t"]
+        if dt > 0:
+            out.append((float(b["t"]), max(0.0, (b.get(key, 0) - a.get(key, 0)) / dt)))
+    return out
