@@ -165,7 +165,12 @@ class Decontaminator:
 
     def check_tokens(self, tokens: TokenBatch) -> list[Reject | None]:
         """Per row: the first hit of the longest n-gram size that hits (the most telling overlap)."""
-        out: list[Reject | None] = [None] * len(tokens)
+        return [None if hit is None else Reject("contaminated", f'{self._ids[hit[0]]} shares "{hit[1]}"')
+                for hit in self.hits(tokens)]
+
+    def hits(self, tokens: TokenBatch) -> list[tuple[int, str] | None]:
+        """Per row: (index of the eval item, in the order added, and the shared words) or None."""
+        out: list[tuple[int, str] | None] = [None] * len(tokens)
         if not len(self._keys) or not len(tokens):
             return out
         runs, counts = WordRuns(tokens), tokens.word_counts()
@@ -185,7 +190,6 @@ class Decontaminator:
             for row, j in zip(hit_rows.tolist(), hit[first].tolist(), strict=True):
                 begin = int(starts[j] - tokens.word_offsets[row])
                 words = tokens.row_text(row).split(" ")[begin : begin + n]
-                eval_id = self._ids[int(self._owners[at[j]])]
-                out[row] = Reject("contaminated", f'{eval_id} shares "{" ".join(words)}"')
+                out[row] = (int(self._owners[at[j]]), " ".join(words))
             open_rows = np.setdiff1d(open_rows, hit_rows, assume_unique=True)
         return out

@@ -79,21 +79,43 @@ class AnswerCheckConfig:
         return AnswerCheck(output_field=ctx.reads(self.output_field)[0], source_field=self.source_field)
 
 
+def _methods(value: Any) -> str | None:
+    from datafactory.quality.decontam_gate import METHODS
+
+    bad = [m for m in value if m not in METHODS]
+    if bad or not value:
+        return f"must be a non-empty list of {', '.join(METHODS)}, got {value!r}"
+    return None
+
+
 @register("decontaminate")
 @dataclass(frozen=True)
 class DecontaminateConfig:
-    fields: str | list[str] = _fields("checked for n-grams of the eval sets")
-    ngram: int = field(default=13, metadata=doc("n-gram length in words", check=positive))
+    fields: str | list[str] = _fields("checked against the eval sets")
+    ngram: int = field(default=13, metadata=doc("`ngram` method: a shared run of this many words rejects",
+                                                check=positive))
     eval_sets: list[str] = field(default_factory=lambda: ["gsm8k"], metadata=doc(
-        "built-in eval set names (`gsm8k`) or JSONL paths (relative to the pipeline file)"))
+        "built-in eval set names (`gsm8k`) or JSONL paths (relative to the pipeline file); several at once"))
     text_field: str = field(default="question", metadata=doc("field of a JSONL eval set holding the text"))
+    methods: list[str] = field(default_factory=lambda: ["ngram", "rephrase"], metadata=doc(
+        "`ngram` (shared word n-gram) and/or `rephrase` (masked n-gram containment + names/numbers: catches "
+        "reordered, renamed, renumbered, reworded copies)", check=_methods))
+    threshold: float = field(default=0.5, metadata=doc(
+        "`rephrase` score (0-1, a verbatim copy is 1) at or above which a text is contaminated", check=_share))
+    inputs: list[str] = field(default_factory=list, metadata=doc(
+        "mapped input fields checked before the request: a contaminated input row costs nothing"))
+    judge: bool = field(default=False, metadata=doc(
+        "ask the pipeline's model \"same problem?\" about borderline records (cached, counted in cost)"))
+    judge_above: float = field(default=0.3, metadata=doc(
+        "`rephrase` score from which a kept record goes to the judge", check=_share))
+    judge_top_k: int = field(default=2, metadata=doc("nearest eval items the judge compares", check=positive))
 
     def build(self, ctx: GateContext) -> Gate:
-        from datafactory.quality.decontam import Decontaminator, builtin_eval_set
+        from datafactory.quality.decontam_gate import DecontamGate
 
-        sets = [str(builtin_eval_set(s)) if s == "gsm8k" else s for s in self.eval_sets]
-        return Decontaminator(ngram=self.ngram, fields=ctx.reads(self.fields), eval_sets=sets,
-                              text_field=self.text_field)
+        return DecontamGate(ctx.reads(self.fields), self.eval_sets, self.text_field, ngram=self.ngram,
+                            methods=self.methods, threshold=self.threshold, inputs=self.inputs, judge=self.judge,
+                            judge_above=self.judge_above, judge_top_k=self.judge_top_k)
 
 
 @register("exact_dedup")

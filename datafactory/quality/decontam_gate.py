@@ -1,0 +1,158 @@
+"""The decontamination gate: eval items copied word for word *or rephrased* are rejected, on the output
+and (before any request) on the input.
+
+Two methods, cheapest verdict first, both over one tokenisation shared with the dedup gates:
+
+* ``ngram``: a normalised word ``ngram`` (13) shared with an eval item (:class:`Decontaminator`);
+* ``rephrase``: the rephrase score of :class:`~datafactory.quality.decontam_index.RephraseIndex` —
+  masked word 3/2/1-gram containment plus the item's names and numbers, which a reordered,
+  renamed, renumbered or synonym-swapped copy keeps — at or above ``threshold``.
+
+A reject is reason ``contaminated`` with the eval item, the method and its score in the detail:
+``gsm8k-test:12 rephrase 0.71: "Janet's ducks lay 16 eggs per day. She eats ..."``.
+
+``check_source`` judges the mapped input variables named in ``inputs`` the same way before the row's
+request is built, so a test question given as input costs nothing. ``acheck`` is the optional LLM
+judge (:mod:`datafactory.quality.decontam_judge`) for candidates scoring in ``[judge_above, threshold)``.
+Counters per eval set (what was rejected, by method and stage) are in :meth:`DecontamGate.counters`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from datafactory.quality.decontam import Decontaminator, EvalSpec, eval_set_path, load_eval_set
+from datafactory.quality.decontam_index import RephraseIndex
+from datafactory.quality.gate import FieldSpec, Reject, field_names, field_texts, value_text
+from datafactory.quality.normalize import TokenBatch, tokens_for
+from datafactory.record import Record
+
+METHODS = ("ngram", "rephrase")
+SHOWN_CHARS = 80  # start of the eval item's text quoted in a reject
+
+
+class DecontamGate:
+    """Rejects records (and input rows) that copy or rephrase an eval item (see the module docstring)."""
+
+    name = "decontam"
+
+    def __init__(self, fields: FieldSpec = ("question",), eval_sets: Sequence[EvalSpec] = ("gsm8k",),
+                 text_field: str = "question", *, ngram: int = 13, methods: Sequence[str] = METHODS,
+                 threshold: float = 0.5, inputs: Sequence[str] = (), judge: bool = False,
+                 judge_above: float = 0.3, judge_top_k: int = 2) -> None:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(methods)}")
+        self.fields = field_names(fields)
+        self.methods = tuple(methods)
+        self.threshold, self.inputs = threshold, tuple(inputs)
+        self.judge_enabled, self.judge_above, self.judge_top_k = judge, judge_above, judge_top_k
+        self.ids: list[str] = []
+        self.texts: list[str] = []
+        self.set_names: list[str] = []
+        self._set_of: list[int] = []
+        for spec in eval_sets:
+            path = eval_set_path(spec)
+            items = load_eval_set(path, text_field)
+            name = items[0][0].rsplit(":", 1)[0] if items else path.stem
+            self.set_names.append(name)
+            self._set_of.extend([len(self.set_names) - 1] * len(items))
+            self.ids.extend(i for i, _ in items)
+            self.texts.extend(t for _, t in items)
+        self.exact = Decontaminator(ngram=ngram, fields=self.fields, eval_sets=())
+        self.exact.add_items(zip(self.ids, self.texts, strict=True))
+        self.index = RephraseIndex(self.texts) if "rephrase" in self.methods or judge else None
+        # per eval set: rejects by stage ("output"/"input") and method; judge requests and answers
+        self.rejected: dict[str, Counter[str]] = {name: Counter() for name in self.set_names}
+        self.judge_counts: Counter[str] = Counter()
+
+    @property
+    def items(self) -> int:
+        return len(self.ids)
+
+    def set_of(self, item: int) -> int:
+        """Index (into ``set_names``) of the eval set item ``item`` came from."""
+        return self._set_of[item]
+
+    # ------------------------------------------------------------------ the verdicts
+    def check(self, record: Record) -> Reject | None:
+        return self.check_batch([record])[0]
+
+    def check_batch(self, records: Sequence[Record]) -> list[Reject | None]:
+        """Equal to ``[check(r) for r in records]``, in one pass per method."""
+        return self.check_texts(field_texts(records, self.fields))
+
+    def check_source(self, source: dict[str, Any]) -> Reject | None:
+        """The input row's variables named in ``inputs``, joined by newlines, judged like an output."""
+        if not self.inputs:
+            return None
+        text = "\n".join(value_text(source.get(name)) for name in self.inputs)
+        return self.check_texts([text], stage="input")[0]
+
+    def check_texts(self, texts: Sequence[str], stage: str = "output") -> list[Reject | None]:
+        tokens = tokens_for(texts)
+        out: list[Reject | None] = [None] * len(texts)
+        if not len(texts) or not self.ids:
+            return out
+        if "ngram" in self.methods:
+            for row, hit in enumerate(self.exact.hits(tokens)):
+                if hit is not None:
+                    out[row] = self._reject(hit[0], f"ngram{self.exact.ngram}", 1.0, stage, f' shares "{hit[1]}"')
+        if "rephrase" in self.methods and self.index is not None:
+            rest = np.array([row for row, verdict in enumerate(out) if verdict is None], np.int64)
+            if len(rest):
+                items, scores = self.index.best(tokens.select(rest) if len(rest) < len(texts) else tokens)
+                for row, item, score in zip(rest.tolist(), items[:, 0].tolist(), scores[:, 0].tolist(),
+                                            strict=True):
+                    if score >= self.threshold:
+                        out[row] = self._reject(item, "rephrase", score, stage)
+        return out
+
+    def candidates(self, text: str) -> list[tuple[int, float]]:
+        """The ``judge_top_k`` eval items nearest to ``text`` by rephrase score, best first."""
+        if self.index is None or not self.ids:
+            return []
+        items, scores = self.index.best(tokens_for([text]), self.judge_top_k)
+        return list(zip(items[0].tolist(), scores[0].tolist(), strict=True))
+
+    def score_tokens(self, tokens: TokenBatch) -> tuple[list[int], list[float]]:
+        """Best item and rephrase score per row (for the benchmark and the judge)."""
+        if self.index is None:
+            raise ValueError("the rephrase method is off")
+        items, scores = self.index.best(tokens)
+        return items[:, 0].tolist(), scores[:, 0].tolist()
+
+    async def acheck(self, record: Record, ask: Any) -> Reject | None:
+        """The LLM judge for a record the batch methods kept (off unless ``judge``)."""
+        if not self.judge_enabled:
+            return None
+        from datafactory.quality.decontam_judge import judge
+
+        return await judge(self, field_texts([record], self.fields)[0], ask)
+
+    # ------------------------------------------------------------------ rejects and counts
+    def _reject(self, item: int, method: str, score: float, stage: str, extra: str = "") -> Reject:
+        self.rejected[self.set_names[self._set_of[item]]][f"{stage}_{method.rstrip('0123456789')}"] += 1
+        return Reject("contaminated", f"{self.ids[item]} {method} {score:.2f}{extra}: {self.quote(item)}")
+
+    def quote(self, item: int) -> str:
+        text = " ".join(self.texts[item].split())
+        return '"' + (text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS].rstrip() + " ...") + '"'
+
+    def counters(self) -> dict[str, Any]:
+        """What this gate rejected in this process, per eval set, plus the judge's requests: the
+        ``decontamination`` block of stats.json."""
+        sets = {}
+        for index, name in enumerate(self.set_names):
+            counts = self.rejected[name]
+            sets[name] = {"items": self._set_of.count(index), "rejected": sum(counts.values()),
+                          **dict(sorted(counts.items()))}
+        block: dict[str, Any] = {"eval_sets": sets, "methods": list(self.methods), "threshold": self.threshold,
+                                 "inputs": list(self.inputs)}
+        if self.judge_enabled:
+            block["judge"] = dict(sorted(self.judge_counts.items()))
+        return block

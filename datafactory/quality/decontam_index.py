@@ -1,0 +1,235 @@
+"""Rephrase-robust look-up of eval items: masked word n-gram containment through an inverted index.
+
+A rephrased benchmark item keeps most of its wording but not its 13-word runs: the names are swapped,
+the numbers changed, the sentences reordered, a few words replaced by synonyms. So both sides are
+*masked* first — every word that is not in the eval sets' ordinary vocabulary (a word the eval texts
+write in lower case somewhere; so names, numbers and rare words are out) and every number word becomes
+one placeholder — and an eval item is scored by **containment**: the share of its distinct masked word
+n-grams that the candidate also has. Reordering sentences loses only the n-grams across a sentence
+boundary, a synonym only the n grams over it, so with short n-grams (3 words) a rephrasing keeps most
+of an item while an unrelated question of the same genre shares a few stock phrases.
+
+Retrieval and scoring are one step: the index maps each n-gram (64-bit hash) to the items that have it
+(CSR postings, sorted keys), so a batch's distinct n-grams are looked up with one ``searchsorted`` and
+the shared-gram count of every (candidate, item) pair falls out of one ``np.unique`` — exact
+containment, not a MinHash estimate, at the cost of a few postings per n-gram. N-grams that many items
+share ("how many does") say nothing about which item a text came from: those in more than ``max_df`` of
+the items are left out of the index and of the items' denominators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from datafactory.quality.normalize import I64, U64, TokenBatch, tokenize_batch
+from datafactory.quality.shingle import WordRuns
+
+MASK = np.uint64(0x5D1F_0A6C_93B2_E147)  # the placeholder word's hash
+# function words that questions mostly write capitalised at a sentence start
+_FUNCTION_WORDS = ("a an the how what which who whom whose when where why if then so and but or of in on at to "
+                   "for from by with as is are was were be been do does did can could will would shall should "
+                   "may might must he she it they we you i his her its their our your this that these those "
+                   "there here after before each every all some any no not one")
+NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
+                "hundred thousand million billion half halves third thirds quarter quarters twice thrice double "
+                "triple dozen dozens first second fifth")
+
+
+def _hashes(words: str) -> U64:
+    return np.unique(tokenize_batch([words]).word_hashes)
+
+
+_NUMBER_HASHES = _hashes(NUMBER_WORDS)
+_FUNCTION_HASHES = _hashes(_FUNCTION_WORDS)
+
+
+def ordinary_words(texts: Sequence[str]) -> U64:
+    """Sorted hashes of the words ``texts`` write not capitalised and without digits (names and numbers out)."""
+    plain = [" ".join(t for t in text.split() if not t[:1].isupper() and not any(c.isdigit() for c in t))
+             for text in texts]
+    words = np.unique(tokenize_batch(plain).word_hashes) if plain else np.zeros(0, np.uint64)
+    words = np.union1d(words, _FUNCTION_HASHES)
+    return np.setdiff1d(words, _NUMBER_HASHES, assume_unique=True)
+
+
+def mask_tokens(tokens: TokenBatch, vocab: U64, keep: bool = True) -> TokenBatch:
+    """``tokens`` with every word outside ``vocab`` (sorted hashes) replaced by the placeholder; with
+    ``keep=False`` the other way round: only the words outside (names, numbers, rare words) are kept."""
+    words = tokens.word_hashes
+    if not len(vocab):
+        inside = np.zeros(len(words), np.bool_)
+    else:
+        at = np.minimum(np.searchsorted(vocab, words), len(vocab) - 1)
+        inside = vocab[at] == words
+    masked = np.where(inside == keep, words, MASK)
+    return TokenBatch(tokens.text, tokens.text_offsets, masked, tokens.word_offsets)
+
+
+class KeyTable:
+    """A static set of distinct uint64 keys -> their index, by linear probing laid out at build time:
+    a look-up is a few vectorised gathers into a table 4x the keys (a binary search over tens of
+    thousands of keys costs several times more, one cache miss per level)."""
+
+    def __init__(self, keys: U64) -> None:
+        self.bits = max(4, (len(keys) * 4).bit_length())
+        self.shift = np.uint64(64 - self.bits)
+        home = (keys >> self.shift).astype(np.int64)
+        order = np.argsort(home, kind="stable")
+        ranks = np.arange(len(keys))
+        # the i-th key in home order goes to max(home, previous slot + 1): linear probing, no wrap-around
+        slot = ranks + np.maximum.accumulate(home[order] - ranks) if len(keys) else ranks
+        self.probes = int((slot - home[order]).max()) + 1 if len(keys) else 0
+        size = (1 << self.bits) + self.probes + 1
+        self.keys = np.zeros(size, np.uint64)
+        self.values = np.full(size, -1, np.int64)
+        self.keys[slot], self.values[slot] = keys[order], order
+        self.empty = not len(keys)
+
+    def find(self, queries: U64) -> I64:
+        """Index of each query among the keys, -1 where absent."""
+        out = np.full(len(queries), -1, np.int64)
+        if self.empty or not len(queries):
+            return out
+        home = (queries >> self.shift).astype(np.int64)
+        for step in range(self.probes):
+            at = home + step
+            hit = self.keys[at] == queries
+            out = np.where(hit & (self.values[at] >= 0), self.values[at], out)
+        return out
+
+
+class GramIndex:
+    """Inverted index of the masked word ``n``-grams of eval items (see the module docstring)."""
+
+    def __init__(self, n: int, max_df: float = 0.01, min_grams: int = 4, weighted: bool = True) -> None:
+        self.n, self.max_df, self.min_grams, self.weighted = n, max_df, min_grams, weighted
+        self.keys: U64 = np.zeros(0, np.uint64)
+        self.offsets: I64 = np.zeros(1, np.int64)
+        self.items: I64 = np.zeros(0, np.int64)
+        self.table = KeyTable(self.keys)
+        self.sizes = np.zeros(0, np.float64)  # weight of each item's indexed grams (the containment denominator)
+        self.counts: I64 = np.zeros(0, np.int64)  # indexed grams per item
+
+    def build(self, tokens: TokenBatch) -> None:
+        """Index every row of ``tokens`` (already masked) as eval item ``row``."""
+        grams, rows, _ = WordRuns(tokens).ngrams(self.n)
+        pairs = np.unique(np.stack([grams, rows.astype(np.uint64)]), axis=1)  # distinct (gram, item), by gram
+        grams, rows = pairs[0], pairs[1].astype(np.int64)
+        keys, df = np.unique(grams, return_counts=True)
+        cap = max(2, int(self.max_df * len(tokens)))
+        keep = df <= cap
+        kept_rows = np.repeat(keep, df)
+        self.keys = keys[keep]
+        self.table = KeyTable(self.keys)
+        self.offsets = np.zeros(len(self.keys) + 1, np.int64)
+        np.cumsum(df[keep], out=self.offsets[1:])
+        self.items = rows[kept_rows]
+        self.counts = np.bincount(self.items, minlength=len(tokens)).astype(np.int64)
+        # a gram's weight: its inverse document frequency (rare grams tell more), or 1
+        df_kept = df[keep].astype(np.float64)
+        self.weights = np.log((len(tokens) + 1) / df_kept) if self.weighted else np.ones(len(df_kept))
+        self.post_weights = np.repeat(self.weights, df[keep])
+        self.sizes = np.bincount(self.items, weights=self.post_weights, minlength=len(tokens)).astype(np.float64)
+        # 1 / size, 0 for items with too few indexed grams to judge (they score 0)
+        self.inv_sizes = np.where(self.counts >= self.min_grams, 1.0 / np.maximum(self.sizes, 1e-9), 0.0)
+
+    def dense(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
+        """Containment of every eval item (columns) in every row of ``tokens`` (masked): a float32 matrix."""
+        items_n = len(self.sizes)
+        if not len(self.keys) or not len(tokens):
+            return np.zeros((len(tokens), items_n), np.float32)
+        grams, rows, _ = WordRuns(tokens).ngrams(self.n)
+        at = self.table.find(grams)
+        found = np.flatnonzero(at >= 0)
+        codes = np.unique(rows[found] * len(self.keys) + at[found])  # distinct (row, gram) pairs
+        rows, at = codes // len(self.keys), codes % len(self.keys)
+        lens = self.offsets[at + 1] - self.offsets[at]
+        flat = np.arange(int(lens.sum())) + np.repeat(self.offsets[at] - (np.cumsum(lens) - lens), lens)
+        pair = np.repeat(rows * items_n, lens) + self.items[flat]
+        shared = np.bincount(pair, weights=self.post_weights[flat], minlength=len(tokens) * items_n)
+        return (shared.reshape(len(tokens), items_n) * self.inv_sizes).astype(np.float32)
+
+
+def word_lcs(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common subsequence of two word sequences (bit-parallel, Hyyrö 2004)."""
+    if len(a) < len(b):
+        a, b = b, a
+    masks: dict[int, int] = {}
+    for i, word in enumerate(b):
+        masks[word] = masks.get(word, 0) | (1 << i)
+    full = (1 << len(b)) - 1
+    v = full
+    for word in a:
+        m = masks.get(word)
+        if m is not None:
+            u = v & m
+            v = ((v + u) | (v - u)) & full
+    return len(b) - bin(v).count("1")
+
+
+def lcs_ratio(a: Sequence[int], b: Sequence[int]) -> float:
+    """2·LCS / (len a + len b): the indel similarity of two word sequences (1.0 = equal)."""
+    total = len(a) + len(b)
+    return 2.0 * word_lcs(a, b) / total if total else 0.0
+
+
+def row_words(tokens: TokenBatch, row: int) -> list[int]:
+    """The (masked) word hashes of one row as Python ints, for :func:`lcs_ratio`."""
+    lo, hi = int(tokens.word_offsets[row]), int(tokens.word_offsets[row + 1])
+    return tokens.word_hashes[lo:hi].tolist()
+
+
+# the rephrase score: a logistic fit (benchmarks/decontam.py --fit) on GSM8K test items rephrased (positives)
+# and train items rephrased the same ways (negatives), over the containment of masked 3-, 2- and 1-grams,
+# of the item's names/numbers/rare words, and that last one times the 1-gram one; divided by the sum of
+# the weights, so a verbatim copy scores 1.0
+WEIGHTS = (9.92, 12.42, 8.47, 3.37, 1.70)
+MAX_CELLS = 1 << 20  # candidate rows x eval items scored per numpy pass
+
+
+class RephraseIndex:
+    """Scores texts against eval items by the rephrase score above; one matrix pass per batch."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.vocab = ordinary_words(texts)
+        raw = tokenize_batch(list(texts)) if texts else tokenize_batch([])
+        self.items = len(texts)
+        self.grams = (GramIndex(3, max_df=0.02), GramIndex(2, max_df=0.02), GramIndex(1, max_df=0.05, min_grams=1))
+        self.names = GramIndex(1, max_df=0.05, min_grams=1)
+        masked = mask_tokens(raw, self.vocab)
+        for index in self.grams:
+            index.build(masked)
+        self.names.build(mask_tokens(raw, self.vocab, keep=False))
+        self.masked = masked  # the eval items' masked words, for lcs_ratio
+
+    def scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
+        """(rows, items) rephrase scores of each row of ``tokens`` (normalised, not masked) against each item."""
+        out = np.zeros((len(tokens), self.items), np.float32)
+        step = max(1, MAX_CELLS // max(self.items, 1))
+        w3, w2, w1, wn, wx = WEIGHTS
+        total = np.float32(sum(WEIGHTS))
+        for lo in range(0, len(tokens), step):
+            part = tokens.select(np.arange(lo, min(lo + step, len(tokens))))
+            masked, names = mask_tokens(part, self.vocab), mask_tokens(part, self.vocab, keep=False)
+            c3, c2, c1 = (index.dense(masked) for index in self.grams)
+            cn = self.names.dense(names)
+            out[lo : lo + len(part)] = (w3 * c3 + w2 * c2 + w1 * c1 + wn * cn + wx * c1 * cn) / total
+        return out
+
+    def best(self, tokens: TokenBatch, top: int = 1) -> tuple[I64, npt.NDArray[np.float32]]:
+        """The ``top`` items of highest score per row, best first: (items, scores), each (rows, top)."""
+        matrix = self.scores(tokens)
+        top = min(top, self.items)
+        if not top:
+            return np.zeros((len(tokens), 0), np.int64), np.zeros((len(tokens), 0), np.float32)
+        if top == 1:
+            items = matrix.argmax(axis=1)[:, None]
+        else:
+            part = np.argpartition(-matrix, top - 1, axis=1)[:, :top]
+            order = np.argsort(-np.take_along_axis(matrix, part, axis=1), axis=1, kind="stable")
+            items = np.take_along_axis(part, order, axis=1)
+        return items.astype(np.int64), np.take_along_axis(matrix, items, axis=1)
