@@ -26,6 +26,7 @@ from datafactory.formats.entries import FORMAT_ENTRIES
 from datafactory.io.readers import LOCAL_FORMATS, detect_format
 from datafactory.providers.registry import REGISTRY
 from datafactory.providers.registry import TRANSPORTS as TRANSPORT_REGISTRY
+from datafactory.providers.structured import MODES as STRUCTURED_MODES
 from datafactory.steps.registry import load_steps
 
 # choice lists come from the registries that serve them (a guard test holds the rest to theirs)
@@ -70,6 +71,10 @@ class ProviderConfig:
                                                         "`openai` SDK (see the benchmark)", choices=TRANSPORTS))
     params: dict[str, Any] = field(default_factory=dict, metadata=doc(
         "`temperature`, `top_p`, `max_tokens`, `n`, `seed`, `stop`, `response_format`, …"))
+    structured_output: str = field(default="auto", metadata=doc(
+        "`auto`: JSON Schema from `schema` as `response_format` (json_object on ZhipuAI), stepping down to "
+        "json_object, then the prompt alone, when the server refuses it; or `json_schema`, `json_object`, `off`",
+        choices=STRUCTURED_MODES))
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,7 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
     params = check_params(loc, pv["params"])
     provider = ProviderConfig(kind=pv["kind"], model=pv["model"], base_url=pv["base_url"],
                               api_key_env=pv["api_key_env"] or DEFAULT_KEY_ENV[pv["kind"]],
-                              transport=pv["transport"], params=params)
+                              transport=pv["transport"], params=params, structured_output=pv["structured_output"])
 
     lm = check_section(loc, top["limits"], "limits", LIMIT_KEYS)
     limits = LimitsConfig(**lm)

@@ -23,6 +23,7 @@ from datafactory.errors import ProviderError, RateLimited, RequestFailed
 from datafactory.providers.base import Completion, Provider
 from datafactory.providers.pricing import cost
 from datafactory.providers.status import parse_reset
+from datafactory.providers.structured import structured
 from datafactory.record import content_hash
 
 
@@ -48,7 +49,11 @@ def expected_completion_tokens(pipe: Pipeline) -> int:
 class Requester:
     def __init__(self, pipe: Pipeline, provider: Provider, cache: Cache, limits: Limits, stats: Stats, *,
                  breaker: Breaker | None = None, budget: Budget | None = None) -> None:
-        self.pipe, self.provider, self.cache, self.limits, self.stats = pipe, provider, cache, limits, stats
+        self.pipe, self.cache, self.limits, self.stats = pipe, cache, limits, stats
+        # response_format from the schema (not in the cache key: see providers/structured.py)
+        cfg = pipe.provider
+        self.provider = structured(provider, cfg.structured_output, cfg.kind, pipe.schema, cfg.params, pipe.name,
+                                   stats.sections.setdefault("structured_output", {}))
         self.breaker = breaker or breaker_for(pipe)
         self.budget = budget
         self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from datafactory.testing.capabilities import Capabilities
 from datafactory.testing.faults import (
     HTML_BODY,
     Fault,
@@ -81,10 +82,13 @@ class LoopbackServer:
         port: int = 0,
         keep_log: bool = True,
         ignore_n: bool = False,
+        capabilities: Capabilities | None = None,
     ) -> None:
         self.latency_s = latency_s
         # like llama.cpp and Ollama: one choice whatever ``n`` asks for
         self.ignore_n = ignore_n
+        # response_format honoured / refused, at most K requests worked on at once, reasoning fields
+        self.capabilities = capabilities
         self.responder: Responder = responder or default_responder
         self.expected_api_key = expected_api_key
         self.ratelimit_headers = dict(ratelimit_headers) if ratelimit_headers else None
@@ -273,21 +277,13 @@ class LoopbackServer:
             if key is not None and auth != f"Bearer {key}":
                 status = 401
                 return _json_response(401, error_body(401))
-            fault: Fault | None = None
-            if self._faults:
-                with self._lock:
-                    fault = self._faults.popleft() if self._faults else None
-            if fault is None:
-                fault_fn = self._fault_fn
-                if fault_fn is not None:
-                    fault = fault_fn(index, body)
-            delay = fault.delay_s if fault is not None and fault.delay_s is not None else self.latency_s
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if fault is None:
-                status = 200
-                return self._completion(body, index, None, "stop", None)
-            resp, status = await self._faulted(request, body, index, fault)
+            caps = self.capabilities
+            refusal = caps.refusal(body) if caps is not None else None
+            if refusal is not None:
+                status = refusal[0]
+                return _json_response(*refusal)
+            async with caps.slot() if caps is not None else contextlib.nullcontext():
+                resp, status = await self._answer(request, body, index)
             return resp
         finally:
             with self._lock:
@@ -295,6 +291,23 @@ class LoopbackServer:
                 self.statuses[status] += 1
                 entry.t_end = time.monotonic()
                 entry.status = status
+
+    async def _answer(self, request: web.BaseRequest, body: dict[str, Any],
+                      index: int) -> tuple[web.StreamResponse, int]:
+        fault: Fault | None = None
+        if self._faults:
+            with self._lock:
+                fault = self._faults.popleft() if self._faults else None
+        if fault is None:
+            fault_fn = self._fault_fn
+            if fault_fn is not None:
+                fault = fault_fn(index, body)
+        delay = fault.delay_s if fault is not None and fault.delay_s is not None else self.latency_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault is None:
+            return self._completion(body, index, None, "stop", None), 200
+        return await self._faulted(request, body, index, fault)
 
     def _completion(
         self,
@@ -306,7 +319,11 @@ class LoopbackServer:
     ) -> web.Response:
         if self.ignore_n:
             body = {k: v for k, v in body.items() if k != "n"}
-        payload = completion_body(body, index, self.responder, content=content, finish_reason=finish_reason)
+        caps = self.capabilities
+        responder = caps.responder_for(body, self.responder) if caps is not None else self.responder
+        payload = completion_body(body, index, responder, content=content, finish_reason=finish_reason)
+        if caps is not None:
+            payload = caps.with_reasoning(payload)
         headers = {"Content-Type": _JSON}
         if self.ratelimit_headers:
             headers.update(self.ratelimit_headers)
