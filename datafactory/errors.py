@@ -16,6 +16,7 @@ Every exception class of datafactory is defined here and gets its context throug
     │   ├── RunLocked
     │   ├── UnknownName
     │   ├── DiskWriteError
+    │   ├── BatchNotFound(batch_id)     batch mode: the provider does not know a recorded batch
     │   ├── RunStopped(stats)           augment stopped early after saving what finished
     │   │   ├── RequestsFailing(error, failures, hint)   the run-level breaker
     │   │   └── BudgetExhausted(budget_usd, spent_usd)   the cost limit
@@ -99,6 +100,15 @@ class UnknownName(UserError):
 
 class DiskWriteError(UserError):
     """Writing the run directory failed (disk full, permissions)."""
+
+
+class BatchNotFound(UserError):
+    """Batch mode: the provider answers 404 for a batch this run dir submitted (another API key or
+    project than the one that created it); ``batch_id`` names it."""
+
+    def __init__(self, message: str, *, batch_id: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(message)
 
 
 # ---------------------------------------------------------------- provider errors

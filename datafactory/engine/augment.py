@@ -32,7 +32,7 @@ from datafactory.engine.stats import Stats
 from datafactory.errors import InputError, RunStopped
 from datafactory.io.readers import BadRow, detect_format, iter_rows
 from datafactory.io.rundir import RunDir
-from datafactory.providers.pricing import cost
+from datafactory.providers.pricing import batch_cost, cost
 from datafactory.providers.registry import api_key_for, create_provider
 from datafactory.record import Record
 from datafactory.report.timeline import record_timeline
@@ -147,12 +147,12 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
         breaker = breaker_for(pipe)
         budget = budget_for(pipe, cache.usage_by_model()) if pipe.limits.max_cost_usd is not None else None
         requester = Requester(pipe, provider, cache, limits, stats, breaker=breaker, budget=budget)
-        processor = RowProcessor(pipe, requester)
-        seen = _seed_dedup(processor, cache, fp, pipe)
-        if stats.rows_total is None and seen is not None:  # no cheap count (hub, CSV, JSON): the seeding pass's
-            stats.rows_total = seen if pipe.input.limit is None else min(seen, pipe.input.limit)
-        sched = Scheduler(pipe, processor, cache, stats, progress, fp)
-        breaker.on_trip = sched.halt
+        sched: Any = _scheduler(pipe, requester, cache, fp, stats, progress)
+        if pipe.provider.mode == "batch":  # misses go to provider batches, the flow runs in passes (engine/batch)
+            from datafactory.engine.batch.driver import BatchDriver
+
+            sched = BatchDriver(pipe, api_key, run, cache, requester, stats, progress, sched,
+                                lambda: _scheduler(pipe, requester, cache, fp, stats, progress))
         loop = asyncio.get_running_loop()
         # signals stay ours until the export, stats.json and dataset_info.json are written
         with routed(lambda signum: loop.call_soon_threadsafe(sched.request_stop, signum), enabled=handle_signals):
@@ -160,7 +160,7 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
             complete = False
             try:
                 await sched.run()
-                complete = not stats.interrupted
+                complete = not stats.interrupted and not stats.rows_deferred  # batch mode: rows wait
             except RunStopped as exc:
                 stats.stopped = type(exc).__name__
                 exc.stats = stats
@@ -180,6 +180,18 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
         if cache is not None:
             cache.close()
         run.release()
+
+
+def _scheduler(pipe: Pipeline, requester: Requester, cache: Cache, fp: str, stats: Stats,
+               progress: Progress) -> Scheduler:
+    """The record flow over the input: one per run (batch mode: one per pass, each seeded afresh)."""
+    processor = RowProcessor(pipe, requester)
+    seen = _seed_dedup(processor, cache, fp, pipe)
+    if stats.rows_total is None and seen is not None:  # no cheap count (hub, CSV, JSON): the seeding pass's
+        stats.rows_total = seen if pipe.input.limit is None else min(seen, pipe.input.limit)
+    sched = Scheduler(pipe, processor, cache, stats, progress, fp)
+    requester.breaker.on_trip = sched.halt
+    return sched
 
 
 def _announce_config_change(cache: Cache, pipe: Pipeline, fp: str, parts: dict[str, Any], stats: Stats) -> None:
@@ -277,5 +289,6 @@ def plan(pipeline: Pipeline | str | Path, *, show: int = 3, **overrides: Any) ->
         result.prompt_tokens += estimate_tokens(messages)
         result.completion_tokens += per_request
     result.requests = result.rows
-    result.cost_usd = cost(pipe.provider.model, pipe.pricing, result.prompt_tokens, result.completion_tokens)
+    price = batch_cost if pipe.provider.mode == "batch" else cost  # batch mode: pricing.batch_share of online
+    result.cost_usd = price(pipe.provider.model, pipe.pricing, result.prompt_tokens, result.completion_tokens)
     return result

@@ -41,7 +41,17 @@ def _line(s: Stats) -> str:
     cost = f" cost≈${s.cost_usd:.4f}" if s.cost_usd is not None else ""
     return (f"{_completed(s)}{total} rows, {s.rows_per_s:.1f} rows/s, {s.requests_sent} requests, "
             f"{s.cache_hits} cached, {s.retries} retries, {s.rate_limited} 429s, "
-            f"{s.written} written, {sum(s.rejected.values())} rejected{cost}")
+            f"{s.written} written, {sum(s.rejected.values())} rejected{cost}{_batches(s)}")
+
+
+def _batches(s: Stats) -> str:
+    """Batch mode: the batches on the provider and their requests (engine/batch/driver.py's block)."""
+    sec = s.sections.get("batch")
+    if not sec:
+        return ""
+    running = sec.get("running") or []
+    return (f", batches: {len(running)} running ({sum(r['requests'] for r in running)} requests, "
+            f"{sum(r['completed'] for r in running)} answered), {sec['collected']} collected")
 
 
 class PlainProgress:
@@ -80,7 +90,7 @@ class RichProgress:
     def update(self, stats: Stats) -> None:
         cost = f" ${stats.cost_usd:.4f}" if stats.cost_usd is not None else ""
         info = (f"{stats.rows_per_s:.1f} rows/s · {stats.retries} retries · {stats.rate_limited}×429 · "
-                f"{sum(stats.rejected.values())} rejected{cost}")
+                f"{sum(stats.rejected.values())} rejected{cost}{_batches(stats)}")
         self._rp.update(self._task, completed=_completed(stats), info=info)
 
     def stop(self, stats: Stats) -> None:

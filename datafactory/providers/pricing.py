@@ -38,3 +38,9 @@ def cost(model: str, pricing: PricingConfig, prompt_tokens: int, completion_toke
     if price is None:
         return None
     return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+
+
+def batch_cost(model: str, pricing: PricingConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """The price of a request sent in a provider batch: ``pricing.batch_share`` (0.5) of the online one."""
+    online = cost(model, pricing, prompt_tokens, completion_tokens)
+    return None if online is None else online * pricing.batch_share

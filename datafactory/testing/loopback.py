@@ -230,6 +230,9 @@ class LoopbackServer:
         path = request.path
         if path.endswith("/chat/completions") and request.method == "POST":
             return await self._chat(request)
+        from datafactory.testing.batch_api import api_for, is_batch_route
+        if is_batch_route(path):  # the Files + Batches APIs of both providers (testing/batch_api.py)
+            return await api_for(self).handle(request)
         if path == "/_stats" and request.method == "GET":
             return _json_response(200, orjson.dumps(self.stats()))
         if path == "/_reset" and request.method == "POST":
