@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from datafactory.report.augment_data import AugmentRun
-from datafactory.report.html import Safe, as_json, el, join, kv_table, note, num, pre, section, table
+from datafactory.report.html import Safe, as_json, cards, el, fields, join, note, num, pre, section, table
 from datafactory.report.svg import PALETTE, Series, hbar_chart, legend, line_chart
 from datafactory.report.timeline import rates
 
@@ -61,17 +61,15 @@ def render_augment(run: AugmentRun) -> Safe:
     parts: list[Safe] = [
         el("h2", run.name, el("span", "augment", class_="badge"), badges(s)),
         el("p", str(run.path), class_="path"),
-        section("Counts", kv_table((k, el("span", num(v), class_="n")) for k, v in counts(s)),
-                _datasets(s)),
+        section("Counts", cards(counts(s)), _datasets(s)),
         section("Rejects by reason", *_reasons(run)),
         section("Timeline", *_timeline(run)),
         section("Written rows beside their source row", *_written(run)),
         section("Rejects, a few per reason", *_rejects(run)),
         section("dataset_info.json", pre(as_json(run.dataset_info), 20_000) if run.dataset_info
-                else note("no dataset_info.json (a jsonl output, or nothing written yet)"), open_=False),
+                else note("no dataset_info.json (a jsonl output, or nothing written yet)")),
         section("Resolved config (config.resolved.yaml)",
-                pre(run.config_text, CONFIG_LIMIT) if run.config_text else note("no config.resolved.yaml"),
-                open_=False),
+                pre(run.config_text, CONFIG_LIMIT) if run.config_text else note("no config.resolved.yaml")),
     ]
     extra = {k: s[k] for k in ("config_change", "export_kept") if s.get(k)}
     known = {"rows_total", "rows_done", "rows_skipped_already_done", "requests_sent", "cache_hits", "retries",
@@ -132,20 +130,27 @@ def _timeline(run: AugmentRun) -> list[Safe]:
                     rate_limited_429=run.stats.get("rate_limited_429", last.get("rate_limited_429", 0)),
                     in_flight=0)
         samples.append(last)
-    if len(samples) < 2:
-        return [note("no timeline.jsonl (recorded while a run runs; this run was too short or predates it)")]
+    if len(samples) < 3:
+        return [note("the run took about a second: too short for a timeline" if run.timeline
+                     else "no timeline.jsonl (recorded while augment runs; this run dir predates it)")]
     throughput = [Series("rows/s", rates(samples, "rows_done"), PALETTE[0]),
                   Series("requests/s", rates(samples, "requests_sent"), PALETTE[1], dashed=True)]
+    trouble = [Series("retries/s", rates(samples, "retries"), PALETTE[6]),
+               Series("429s/s", rates(samples, "rate_limited_429"), PALETTE[3], dashed=True)]
+    out = [legend(throughput), line_chart(throughput, label="throughput", y_label="per s", height=170, x_min=0.0)]
     inflight = [Series("requests in flight", [(float(p["t"]), float(p.get("in_flight", 0))) for p in samples],
                        PALETTE[4])]
-    trouble = [Series("retries/s", rates(samples, "retries"), PALETTE[6]),
-               Series("429s/s", rates(samples, "rate_limited_429"), PALETTE[3])]
-    step = samples[1]["t"] - samples[0]["t"] if len(samples) > 1 else 0
-    return [legend(throughput), line_chart(throughput, label="throughput", y_label="per s", height=170),
-            legend(inflight), line_chart(inflight, label="in flight", y_label="requests", height=130),
-            legend(trouble), line_chart(trouble, label="retries and 429s", x_label="seconds since start",
-                                        y_label="per s", height=150),
-            note(f"{len(run.timeline)} samples, about one every {step:.3g} s (timeline.jsonl)")]
+    if any(p.get("in_flight") for p in samples):
+        out += [legend(inflight), line_chart(inflight, label="in flight", y_label="requests", height=130,
+                                             x_min=0.0)]
+    else:
+        out.append(note("requests in flight: none recorded (this version of the engine does not count them)"))
+    step = (samples[-1]["t"] - samples[0]["t"]) / max(1, len(samples) - 1)
+    out += [legend(trouble), line_chart(trouble, label="retries and 429s", x_label="seconds since start",
+                                        y_label="per s", height=150, x_min=0.0),
+            note(f"{len(run.timeline)} samples, about one every {step:.3g} s (timeline.jsonl); "
+                 "rates are per second between samples")]
+    return out
 
 
 def _written(run: AugmentRun) -> list[Safe]:
@@ -156,10 +161,10 @@ def _written(run: AugmentRun) -> list[Safe]:
         out.append(note(run.source_note))
     for s in run.written:
         where = f"input row {s.position}" if s.position is not None else "input row"
-        left = pre(as_json(s.source, TEXT_LIMIT), TEXT_LIMIT) if s.source is not None else note("not available")
+        left = fields(s.source, TEXT_LIMIT) if s.source is not None else note("not available")
         out.append(el("div", el("div", f"id {s.id}", class_="meta"),
                       el("div", el("div", el("h4", f"source ({where})"), left),
-                         el("div", el("h4", "written"), pre(as_json(s.row, TEXT_LIMIT), TEXT_LIMIT)), class_="pair"),
+                         el("div", el("h4", "written"), fields(s.row, TEXT_LIMIT)), class_="pair"),
                       class_="sample"))
     return out
 
@@ -175,8 +180,8 @@ def _rejects(run: AugmentRun) -> list[Safe]:
             meta = (f"id {rej.get('id')} · stage {rej.get('stage')} · attempts {rej.get('attempts')}"
                     + (f" · reply was {num(rej['raw_output_chars'])} chars" if rej.get("raw_output_chars") else ""))
             raw = rej.get("raw_output")
-            out.append(el("div", el("div", meta, class_="meta"),
-                          el("h4", "last error"), pre(rej.get("last_error") or "", TEXT_LIMIT),
-                          el("h4", "raw output"), pre(raw, TEXT_LIMIT) if raw else note("none (no reply)"),
+            error = el("div", el("h4", "last error"), pre(rej.get("last_error") or "", TEXT_LIMIT))
+            reply = el("div", el("h4", "raw output"), pre(raw, TEXT_LIMIT) if raw else note("none (no reply)"))
+            out.append(el("div", el("div", meta, class_="meta"), el("div", error, reply, class_="pair"),
                           class_="sample"))
     return out

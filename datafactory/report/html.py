@@ -90,6 +90,23 @@ def kv_table(pairs: Iterable[tuple[Any, Any]]) -> Safe:
     return el("table", *(el("tr", el("th", k), el("td", v)) for k, v in pairs), class_="kv")
 
 
+def cards(pairs: Iterable[tuple[Any, Any]]) -> Safe:
+    """Counters as a grid of small cards: the label, then the value (``num``-formatted)."""
+    return el("div", *(el("div", el("div", k, class_="l"), el("div", num(v), class_="v"), class_="card")
+                       for k, v in pairs), class_="cards")
+
+
+def fields(row: Any, limit: int = 3000) -> Safe:
+    """A row's fields as a two-column table; text keeps its line breaks, other values are JSON."""
+    if not isinstance(row, dict):
+        return pre(as_json(row, limit), limit)
+    cells = []
+    for key, value in row.items():
+        text = clip(value, limit) if isinstance(value, str) else as_json(value, limit)
+        cells.append(el("tr", el("th", key), el("td", el("div", text, class_="val"))))
+    return el("table", *cells, class_="fields")
+
+
 def section(title: str, *body: Any, open_: bool = True, id_: str | None = None) -> Safe:
     """A collapsible section (``<details>``: no script needed)."""
     return el("details", el("summary", el("h3", title)), *body, open=open_, class_="section", id=id_)
@@ -129,6 +146,16 @@ table.grid th, table.grid td, table.kv th, table.kv td { border-bottom:1px solid
 table.grid td.n, table.kv td.n { text-align:right; font-variant-numeric:tabular-nums; }
 table.kv th { font-weight:500; color:var(--muted); padding-right:16px; white-space:nowrap; }
 table.grid th { font-weight:600; white-space:nowrap; }
+.cards { display:grid; grid-template-columns:repeat(auto-fill, minmax(150px, 1fr)); gap:8px; margin:8px 0; }
+.card { border:1px solid var(--line); border-radius:6px; padding:6px 10px; background:#fbfcfd; }
+.card .l { color:var(--muted); font-size:12px; }
+.card .v { font-size:18px; font-weight:600; font-variant-numeric:tabular-nums; }
+table.fields { width:100%; margin:2px 0 6px; }
+table.fields th { text-align:left; vertical-align:top; color:var(--muted); font-weight:500; padding:3px 10px 3px 0;
+  white-space:nowrap; width:1%; border-bottom:1px solid var(--line); }
+table.fields td { border-bottom:1px solid var(--line); padding:3px 0; }
+.val { white-space:pre-wrap; word-break:break-word; font-family:ui-monospace,"DejaVu Sans Mono",monospace;
+       font-size:12.5px; max-height:220px; overflow:auto; }
 pre { background:#f3f4f7; border:1px solid var(--line); border-radius:6px; padding:8px 10px; margin:4px 0 10px;
       white-space:pre-wrap; word-break:break-word; max-height:320px; overflow:auto; font-size:12.5px; }
 .pair { display:grid; grid-template-columns:1fr 1fr; gap:10px; }
@@ -138,8 +165,8 @@ pre { background:#f3f4f7; border:1px solid var(--line); border-radius:6px; paddi
 .note { color:var(--muted); font-size:13px; margin:4px 0; }
 .callout { background:#fdf6e7; border:1px solid #efd9a9; border-radius:6px; padding:6px 10px; margin:8px 0; }
 .ok { color:#1d7a3a; } .bad { color:#b3261e; }
-svg.chart { width:100%; height:auto; display:block; margin:6px 0; }
-svg.chart text { font:11px system-ui,"DejaVu Sans",sans-serif; fill:#3b4250; }
+svg.chart { width:100%; max-width:760px; height:auto; display:block; margin:6px 0; }
+svg.chart text { font:12px system-ui,"DejaVu Sans",sans-serif; fill:#3b4250; }
 svg.chart .axis { stroke:#9aa3b2; stroke-width:1; }
 svg.chart .gridline { stroke:#e6e9ef; stroke-width:1; }
 .legend { display:flex; flex-wrap:wrap; gap:12px; font-size:12px; color:var(--muted); margin:2px 0 6px; }

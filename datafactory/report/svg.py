@@ -57,7 +57,7 @@ def _svg(width: int, height: int, *children: Safe, label: str) -> Safe:
               class_="chart", role="img", aria_label=label)
 
 
-def hbar_chart(items: Sequence[tuple[str, float]], *, label: str, width: int = 640,
+def hbar_chart(items: Sequence[tuple[str, float]], *, label: str, width: int = 600,
                color: str = PALETTE[3]) -> Safe:
     """One horizontal bar per ``(name, value)``, largest first as given; the value is written beside it."""
     if not items:
@@ -78,15 +78,15 @@ def hbar_chart(items: Sequence[tuple[str, float]], *, label: str, width: int = 6
     return _svg(width, height, *marks, label=label)
 
 
-def line_chart(series: Sequence[Series], *, label: str, width: int = 640, height: int = 200,
+def line_chart(series: Sequence[Series], *, label: str, width: int = 760, height: int = 200,
                x_label: str = "", y_label: str = "", vlines: Sequence[tuple[float, str]] = (),
-               zero_based: bool = True) -> Safe:
+               zero_based: bool = True, x_min: float | None = None) -> Safe:
     """Lines (optionally with dots) on shared axes; ``vlines`` mark x positions (e.g. the best step)."""
     pts = [p for s in series for p in s.points]
     if not pts:
         return Safe("")
     left, right, top, bottom = 52, 14, 10, 34
-    xs = [p[0] for p in pts] + [v for v, _ in vlines]
+    xs = [p[0] for p in pts] + [v for v, _ in vlines] + ([x_min] if x_min is not None else [])
     ys = [p[1] for p in pts]
     x0, x1 = min(xs), max(xs)
     if x1 <= x0:
@@ -143,7 +143,7 @@ def legend(series: Sequence[Series]) -> Safe:
 
 
 def grouped_bars(groups: Sequence[tuple[str, Sequence[tuple[str, float | None, float | None]]]], *,
-                 label: str, width: int = 640, percent: bool = True) -> Safe:
+                 label: str, width: int = 760, percent: bool = True) -> Safe:
     """Bars per group (e.g. per filter: base, tuned) with ± stderr whiskers; values 0..1 shown as %."""
     bars = [b for _, g in groups for b in g]
     if not bars:
@@ -186,6 +186,6 @@ def grouped_bars(groups: Sequence[tuple[str, Sequence[tuple[str, float | None, f
                 cx = x + bw / 2
                 marks.append(el("line", x1=f"{cx:.1f}", x2=f"{cx:.1f}", y1=f"{sy(min(y1, value + err)):.1f}",
                                 y2=f"{sy(max(0.0, value - err)):.1f}", stroke="#333", stroke_width=1.2))
-            marks.append(el("text", shown(value), x=f"{x + bw / 2:.1f}", y=f"{sy(value) - 4:.1f}",
+            marks.append(el("text", shown(value), x=f"{x + bw / 2:.1f}", y=f"{sy(min(y1, value + (err or 0))) - 4:.1f}",
                             text_anchor="middle"))
     return _svg(width, height, *marks, label=label)

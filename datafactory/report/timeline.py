@@ -126,10 +126,18 @@ def read_timeline(path: Path) -> list[dict[str, Any]]:
 
 
 def rates(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
-    """Per-second rate of a cumulative counter between consecutive samples, at the later one's time."""
-    out = []
-    for a, b in zip(samples, samples[1:], strict=False):
-        dt = b["t"] - a["t"]
-        if dt > 0:
-            out.append((float(b["t"]), max(0.0, (b.get(key, 0) - a.get(key, 0)) / dt)))
-    return out
+    """Per-second rate of a cumulative counter between samples, at the later one's time. A sample much
+    sooner than the usual step (the last one, at the run's end) replaces the sample before it, so an
+    interval of a few milliseconds never makes a spike."""
+    steps = sorted(b["t"] - a["t"] for a, b in zip(samples, samples[1:], strict=False) if b["t"] > a["t"])
+    if not steps:
+        return []
+    shortest = steps[len(steps) // 2] / 2
+    kept = [samples[0]]
+    for b in samples[1:]:
+        if b["t"] - kept[-1]["t"] >= shortest:
+            kept.append(b)
+        elif b is samples[-1] and len(kept) > 1:
+            kept[-1] = b
+    return [(float(b["t"]), max(0.0, (b.get(key, 0) - a.get(key, 0)) / (b["t"] - a["t"])))
+            for a, b in zip(kept, kept[1:], strict=False)]

@@ -39,7 +39,7 @@ def render_train(run: TrainRun) -> Safe:
         section("Eval questions, both models' answers", *_examples(run)),
         section("Stages and their times", *_stages(run)),
         section("Recipe (recipe.resolved.yaml)", pre(run.recipe_text, 40_000) if run.recipe_text
-                else note("no recipe.resolved.yaml"), open_=False),
+                else note("no recipe.resolved.yaml")),
     ])
 
 
@@ -97,8 +97,8 @@ def _examples(run: TrainRun) -> list[Safe]:
     for p in pairs:
         first = p["tuned"] or p["base"] or {}
         out.append(el("div", el("div", f"{p['task']} · doc {p['doc_id']}", class_="meta"),
-                      el("h4", "question"), pre(first.get("question") or "", TEXT_LIMIT),
-                      el("h4", "target"), pre(first.get("target") or "", 600),
+                      el("div", el("div", el("h4", "question"), pre(first.get("question") or "", TEXT_LIMIT)),
+                         el("div", el("h4", "target"), pre(first.get("target") or "", 600)), class_="pair"),
                       el("div", _answer("base", p["base"]), _answer("tuned", p["tuned"]), class_="pair"),
                       class_="sample"))
     return out
