@@ -192,11 +192,13 @@ def test_a_failed_batch_rejects_its_rows_as_setup_and_a_rerun_asks_again(make_pr
 # ---------------------------------------------------------------------- one retry layer around the API calls
 def test_file_and_batch_calls_are_retried_by_our_layer_not_the_sdk(make_project: Any, server: LoopbackServer) -> None:
     api = api_for(server)
-    api.faults = {"upload": [500], "retrieve": [503], "content": [502]}
+    api.faults = {"upload": [500], "create": [429], "retrieve": [503], "content": [502]}
     proj = batch_project(make_project, 5)
     stats = proj.augment()
     assert api.calls["upload_refused"] == 1 and api.calls["upload"] == 1  # one failure, one retry: SDK retries off
-    assert stats.retries >= 3 and len(proj.data()) == 5
+    assert api.calls["create_refused"] == 1 and len(api.batches) == 1
+    assert stats.retries >= 4
+    assert len(proj.data()) == 5
 
 
 def test_a_create_whose_answer_was_lost_is_found_not_made_twice(make_project: Any, server: LoopbackServer) -> None:
@@ -237,8 +239,38 @@ def test_shipped_gsm8k_rephrase_runs_in_batch_mode_end_to_end(tmp_path: Path, ap
         stats = augment(REPO / "pipelines" / "gsm8k_rephrase.yaml", output=str(tmp_path / "run"), limit=40,
                         provider=kind, base_url=url, mode="batch")
         api = api_for(srv)
-        assert srv.requests == 0 and api.batch_sizes() == [40] and max(api.submitted.values()) == 1
-    assert stats.sections["batch"]["collected"] == 40
+        assert srv.requests == 0 and len(api.batch_sizes()) == 1 and max(api.submitted.values()) == 1
+        assert stats.sections["batch"]["collected"] == api.batch_sizes()[0] >= 35
     data = [orjson.loads(line) for line in (tmp_path / "run" / "data" / "gsm8k_rephrase.jsonl").read_bytes().splitlines()]
     assert len(data) + sum(stats.total_rejected.values()) == 40
     assert len(data) >= 35 and (tmp_path / "run" / "dataset_info.json").is_file()
+
+
+def test_a_batch_over_the_enqueued_token_cap_waits_for_ours_and_costs_no_attempt(make_project: Any,
+                                                                                 server: LoopbackServer) -> None:
+    api = api_for(server)
+    api.token_limit_batches = 1
+    proj = make_project(10, provider={"mode": "batch", "batch": {"poll_s": 0.02, "max_requests": 5}},
+                        limits={"max_attempts": 1})
+    stats = proj.augment()
+    assert api.batch_sizes() == [5, 5, 5]
+    assert [b["status"] for b in api.batches.values()] == ["failed", "completed", "completed"]
+    assert len(proj.data()) == 10 and proj.rejects() == []
+    assert stats.sections["batch"]["token_limit_waits"] == 1
+
+
+def test_the_cost_limit_holds_in_batch_mode_and_a_higher_one_continues(make_project: Any,
+                                                                        server: LoopbackServer) -> None:
+    from datafactory.errors import BudgetExhausted
+
+    proj = make_project(20, provider=BATCH, pricing={"input_per_1m": 1.0, "output_per_1m": 2.0},
+                        limits={"max_cost_usd": 0.0008})
+    with pytest.raises(BudgetExhausted) as stopped:
+        proj.augment()
+    stats = stopped.value.stats
+    written = len(proj.data())
+    assert 0 < written < 20 and stats.stopped == "BudgetExhausted"
+    assert stats.sections["batch"]["cost_usd"] <= 0.0008
+    assert len(api_for(server).batch_sizes()) > 1  # worst cases released as answers came in: more fit
+    proj.augment(max_cost=1.0)
+    assert len(proj.data()) == 20 and max(api_for(server).submitted.values()) == 1

@@ -29,6 +29,7 @@ class BatchInfo:
     completed: int = 0
     failed: int = 0
     errors: str = ""          # the batch's own error messages (a failed batch), joined
+    error_codes: tuple[str, ...] = ()   # their codes (``token_limit_exceeded``: the enqueued-token cap)
 
     @property
     def final(self) -> bool:
@@ -70,6 +71,7 @@ def info_from(obj: Any) -> BatchInfo:
     errors = getattr(obj, "errors", None)
     data = getattr(errors, "data", None) or []
     messages = "; ".join(str(getattr(e, "message", "") or e) for e in data[:5])
+    codes = tuple(str(getattr(e, "code", "") or "") for e in data)
     metadata = getattr(obj, "metadata", None)
     return BatchInfo(id=str(obj.id), status=str(obj.status), input_file_id=str(getattr(obj, "input_file_id", "") or ""),
                      output_file_id=getattr(obj, "output_file_id", None) or None,
@@ -77,7 +79,7 @@ def info_from(obj: Any) -> BatchInfo:
                      created_at=float(getattr(obj, "created_at", 0) or 0),
                      metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
                      total=int(getattr(counts, "total", 0) or 0), completed=int(getattr(counts, "completed", 0) or 0),
-                     failed=int(getattr(counts, "failed", 0) or 0), errors=messages)
+                     failed=int(getattr(counts, "failed", 0) or 0), errors=messages, error_codes=codes)
 
 
 def create_batch_client(kind: str, *, api_key: str, base_url: str | None, timeout_s: float) -> BatchClient:

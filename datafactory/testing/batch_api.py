@@ -12,7 +12,8 @@ Knobs a test sets on ``api_for(server)``:
   missing, or in the error file with ``batch_expired`` when ``expired_to_error_file``);
 * ``faults[step]``: statuses the next calls of a step answer *instead of* doing it; ``fail_after[step]``:
   statuses they answer *after* doing it (a create that reached the provider but whose answer was lost);
-* ``fail_batches``: the next N batches created fail validation (no output at all);
+* ``fail_batches``: the next N batches created fail validation (no output at all); ``token_limit_batches``:
+  the next N fail with ``token_limit_exceeded`` (OpenAI's enqueued-token cap);
 * ``forget()``: the server no longer knows any batch (another key or project): ids answer 404.
 
 ``submitted`` counts how many created batches held each custom_id (a duplicate submission shows as 2).
@@ -68,6 +69,7 @@ class BatchAPI:
         self.fail_after: dict[str, list[int]] = {}
         self.expired_to_error_file = False
         self.fail_batches = 0
+        self.token_limit_batches = 0
         self.calls: collections.Counter[str] = collections.Counter()
         self.submitted: collections.Counter[str] = collections.Counter()
         self.lines_answered = 0
@@ -170,9 +172,12 @@ class BatchAPI:
             if entry is None:
                 return _json(400, orjson.loads(error_body(400, f"No such input file: {fid}")))
             lines = [orjson.loads(x) for x in entry["data"].splitlines() if x.strip()]
-            fail = self.fail_batches > 0
+            fail: str | bool = self.fail_batches > 0
             if fail:
                 self.fail_batches -= 1
+            elif self.token_limit_batches > 0:
+                self.token_limit_batches -= 1
+                fail = "token_limit_exceeded"
             expire = self.expire_after is not None and self.expire_batches > 0
             if expire:
                 self.expire_batches -= 1
@@ -231,8 +236,12 @@ class BatchAPI:
             return
         if batch["_fail"]:
             batch["status"] = "failed"
-            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "line": 1, "param": "body",
-                                                           "message": "simulated validation failure"}]}
+            capped = batch["_fail"] == "token_limit_exceeded"
+            batch["errors"] = {"object": "list", "data": [
+                {"code": "token_limit_exceeded", "line": None, "param": None,
+                 "message": "Enqueued token limit reached for the model. Please try again once some in_progress "
+                            "batches have been completed."} if capped else
+                {"code": "invalid_request", "line": 1, "param": "body", "message": "simulated validation failure"}]}
             batch["failed_at"] = int(time.time())
             return
         if batch["_cancel"]:

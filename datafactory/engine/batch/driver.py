@@ -31,17 +31,27 @@ from datafactory.engine.batch.store import BatchRow, BatchStore, Settle
 from datafactory.engine.batch.submit import Submitter
 from datafactory.engine.cache import Cache
 from datafactory.engine.progress import Progress
-from datafactory.engine.requester import Requester
+from datafactory.engine.requester import Requester, estimate_tokens, expected_completion_tokens
 from datafactory.engine.retry import with_retries
 from datafactory.engine.scheduler import Scheduler
 from datafactory.engine.stats import Stats
-from datafactory.errors import FatalRequestError, ProviderError, RequestDeferred, RequestFailed, ServerError
+from datafactory.errors import (
+    BudgetExhausted,
+    FatalRequestError,
+    ProviderError,
+    RequestDeferred,
+    RequestFailed,
+    RunStopped,
+    ServerError,
+)
 from datafactory.io.rundir import RunDir
 from datafactory.providers.base import Completion
 from datafactory.providers.batch_base import BatchClient, BatchInfo, create_batch_client
 from datafactory.providers.pricing import batch_cost, cost
 
 SHOWN_BATCHES = 200     # stats.json lists at most this many batches of the run dir
+# a batch refused because the model's enqueued-token cap is reached (OpenAI): not the rows' fault
+TOKEN_LIMIT = "token_limit_exceeded"  # noqa: S105 — an error code, not a secret
 
 
 def batch_client(pipe: Pipeline, api_key: str) -> BatchClient:
@@ -65,7 +75,11 @@ class BatchDriver:
         self.section: dict[str, Any] = {
             "provider": pipe.provider.kind, "passes": 0, "submitted_batches": 0, "submitted_requests": 0,
             "requests_per_batch": [], "collected": 0, "errored_lines": 0, "missing": 0, "gave_up": 0,
-            "cost_usd": 0.0, "online_cost_usd": 0.0, "running": [], "waiting": False, "batches": []}
+            "token_limit_waits": 0, "cost_usd": 0.0, "online_cost_usd": 0.0, "running": [], "waiting": False,
+            "batches": []}
+        self._cooldown = False
+        self._reserved: dict[str, float] = {}   # key → its worst case, held against limits.max_cost_usd
+        self._halted: RunStopped | None = None
         stats.sections["batch"] = self.section
 
     # ------------------------------------------------------------------ the Scheduler's interface
@@ -85,6 +99,10 @@ class BatchDriver:
         self.client = batch_client(self.pipe, self.api_key)
         self.sub = Submitter(self.pipe, self.store, self.client, self._retry)
         self.store.start_invocation()
+        budget = self.requester.budget
+        if budget is not None:  # requests already in batches (an earlier invocation) hold their worst case
+            self._reserved = self.store.estimates("assigned")
+            budget.reserved_usd += sum(self._reserved.values())
         self.requester.on_miss = self._on_miss
         try:
             await self._loop()
@@ -104,17 +122,29 @@ class BatchDriver:
         await self._look()  # whatever finished while nobody watched
         sched: Scheduler | None = self.first
         while not self._stop.is_set():
-            await self._pass(sched or self.make())
+            self._halted = None
+            try:
+                await self._pass(sched or self.make())
+            except BudgetExhausted as exc:  # the cost limit: what was queued before it still goes (it fits)
+                self._halted = exc
             sched = None
             if self._stop.is_set() or self.stats.rows_deferred == 0:
+                if self._halted is not None:
+                    raise self._halted
                 return
-            _, too_big = self.sub.plan_queued()
+            planned, too_big = self.sub.plan_queued()
+            if self._halted is not None and not planned and not self.store.batches("submitted"):
+                raise self._halted
             if too_big:
                 limit = self.pipe.provider.batch.bytes_for(self.client.name)
                 err = FatalRequestError(f"the request is larger than a batch file may be ({limit} bytes, "
                                         "provider.batch.max_bytes)", status=None)
                 self.sub.errors.update(dict.fromkeys(too_big, err))
                 self.store.fail(too_big, str(err))
+            if self._cooldown:  # the enqueued-token cap refused a batch: give the provider a moment
+                self._cooldown = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.pipe.provider.batch.poll_s)
             for row in self.store.batches("intent", "uploaded"):
                 if self._stop.is_set():
                     return
@@ -154,12 +184,37 @@ class BatchDriver:
             err = self.sub.errors.get(key) or ServerError("the request failed in its batches", status=None)
             raise RequestFailed(err, max(1, self.store.attempts(key)))
         if state is None:
+            est = self._reserve(messages)
             body = self.client.body(self.pipe.provider.model, messages, self._sent_params(params))
             line = orjson.dumps({"custom_id": key, "method": "POST", "url": self.client.url, "body": body})
             request = orjson.dumps({"model": self.pipe.provider.model, "messages": messages, "params": params})
-            self.store.queue(key, line, request)
+            self.store.queue(key, line, request, est)
+            self._reserved[key] = est
             self._states[key] = "queued"
         raise RequestDeferred(key)
+
+    def _reserve(self, messages: list[dict[str, str]]) -> float:
+        """With a cost limit: hold this request's worst case at the batch price, or raise BudgetExhausted
+        (the pass stops there, what was queued before is still submitted)."""
+        budget = self.requester.budget
+        if budget is None:
+            return 0.0
+        pipe = self.pipe
+        amount = batch_cost(pipe.provider.model, pipe.pricing, estimate_tokens(messages),
+                            expected_completion_tokens(pipe)) or 0.0
+        if budget.spent_usd + budget.reserved_usd + amount > budget.limit_usd:
+            raise BudgetExhausted(
+                f"budget reached: ${budget.spent_usd:.4f} spent and ${budget.reserved_usd:.4f} held by requests in "
+                f"batches, of ${budget.limit_usd:.4f} (limits.max_cost_usd / --max-cost); the next request could "
+                f"cost up to ${amount:.4f}. Rerun with a higher --max-cost to continue; nothing finished is lost",
+                budget_usd=budget.limit_usd, spent_usd=budget.spent_usd)
+        budget.reserved_usd += amount
+        return amount
+
+    def _release(self, key: str, actual: float | None) -> None:
+        budget = self.requester.budget
+        if budget is not None:
+            budget.settle(self._reserved.pop(key, 0.0), actual)
 
     def _sent_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The params as the online provider would send them: with the run's structured-output
@@ -205,11 +260,21 @@ class BatchDriver:
         max_attempts = self.pipe.limits.max_attempts
         settles: list[Settle] = []
         sec = self.section
+        capped = info.status == "failed" and TOKEN_LIMIT in info.error_codes
+        if capped:
+            self._cooldown = True
+            sec["token_limit_waits"] += 1
+            if any(r.local_id != row.local_id for r in self.store.batches("submitted")):
+                # our own running batches hold the cap: these rows go again once those are done, no attempt
+                self.store.settle(row.local_id, info.status, [Settle(k, "requeue") for k in
+                                                              self.store.member_keys(row.local_id)], max_attempts)
+                self._live.pop(row.local_id, None)
+                return
         for key in self.store.member_keys(row.local_id):
             res = results.get(key)
             if isinstance(res, Completion):
                 self.cache.put(key, self.store.request_of(key) or {}, res.to_json())
-                self._account(res)
+                self._release(key, self._account(res))
                 settles.append(Settle(key, "collected"))
                 continue
             if res is None:
@@ -217,7 +282,9 @@ class BatchDriver:
                     settles.append(Settle(key, "requeue"))
                     sec["missing"] += 1
                     continue
-                res = (FatalRequestError(f"batch {info.id} failed: {info.errors or 'no reason given'}", status=400)
+                res = (ServerError(f"batch {info.id} refused: {info.errors} (lower provider.batch.max_requests "
+                                   "to send smaller batches)", status=None) if capped else
+                       FatalRequestError(f"batch {info.id} failed: {info.errors or 'no reason given'}", status=400)
                        if info.status == "failed" else
                        ServerError(f"batch {info.id} ended ({info.status}) without answering this request",
                                    status=None))
@@ -228,11 +295,12 @@ class BatchDriver:
             if fatal or self.store.attempts(key) + 1 >= max_attempts:
                 self.sub.errors[key] = res
                 sec["gave_up"] += 1
+                self._release(key, None)
             settles.append(Settle(key, "failed" if fatal else "retry", str(res)))
         self.store.settle(row.local_id, info.status, settles, max_attempts)
         self._live.pop(row.local_id, None)
 
-    def _account(self, comp: Completion) -> None:
+    def _account(self, comp: Completion) -> float | None:
         s, pipe = self.stats, self.pipe
         s.requests_sent += 1
         s.prompt_tokens += comp.prompt_tokens
@@ -244,6 +312,7 @@ class BatchDriver:
         if price is not None and online is not None:
             self.section["cost_usd"] += price
             self.section["online_cost_usd"] += online
+        return price
 
     async def _submitted(self, info: BatchInfo | None, row: BatchRow) -> None:
         if info is not None:

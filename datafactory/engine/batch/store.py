@@ -30,7 +30,7 @@ from datafactory.errors import DiskWriteError
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     key TEXT PRIMARY KEY, line BLOB NOT NULL, request BLOB NOT NULL, state TEXT NOT NULL,
-    batch TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
+    batch TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, est_usd REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_state ON requests (state, batch);
 CREATE TABLE IF NOT EXISTS batches (
@@ -83,7 +83,7 @@ class BatchStore:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise DiskWriteError(f"cannot open the run's batch record {self.path}: {exc}") from None
-        self._pending: list[tuple[str, bytes, bytes]] = []
+        self._pending: list[tuple[str, bytes, bytes, float]] = []
 
     def close(self) -> None:
         self._db.close()
@@ -111,17 +111,18 @@ class BatchStore:
     def states(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, state FROM requests").fetchall())
 
-    def queue(self, key: str, line: bytes, request: bytes) -> None:
-        """A request wanted in a batch (written at ``flush``: losing the buffer to a kill costs nothing)."""
-        self._pending.append((key, line, request))
+    def queue(self, key: str, line: bytes, request: bytes, est_usd: float = 0.0) -> None:
+        """A request wanted in a batch (written at ``flush``: losing the buffer to a kill costs nothing);
+        ``est_usd``: its worst-case price, reserved against a cost limit while it is in a batch."""
+        self._pending.append((key, line, request, est_usd))
         if len(self._pending) >= 1000:
             self.flush()
 
     def flush(self) -> None:
         if self._pending:
             rows, self._pending = self._pending, []
-            self._tx([("INSERT OR IGNORE INTO requests (key, line, request, state) VALUES (?, ?, ?, 'queued')",
-                       rows)])
+            self._tx([("INSERT OR IGNORE INTO requests (key, line, request, state, est_usd) "
+                       "VALUES (?, ?, ?, 'queued', ?)", rows)])
 
     def queued(self) -> list[tuple[str, int]]:
         """``(key, line bytes)`` of every queued request, in the order they were asked."""
@@ -131,6 +132,12 @@ class BatchStore:
     def fail(self, keys: list[str], error: str) -> None:
         self._tx([("UPDATE requests SET state = 'failed', batch = NULL, last_error = ? WHERE key = ?",
                    [(error, k) for k in keys])])
+
+    def estimates(self, state: str | None = None) -> dict[str, float]:
+        """key → worst-case price of the requests (in ``state``)."""
+        rows = (self._db.execute("SELECT key, est_usd FROM requests WHERE state = ?", (state,)) if state
+                else self._db.execute("SELECT key, est_usd FROM requests"))
+        return {k: float(v) for k, v in rows}
 
     def request_of(self, key: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT request FROM requests WHERE key = ?", (key,)).fetchone()
