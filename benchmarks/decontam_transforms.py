@@ -135,4 +135,4 @@ def person_names(texts: Iterable[str]) -> frozenset[str]:
 
 
 def transform(name: str, text: str, seed: int, names: frozenset[str]) -> str:
-    return TRANSFORMS[name](text, random.Random(seed), names)
+    return TRANSFORMS[name](text, random.Random(int(seed)), names)

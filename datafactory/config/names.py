@@ -7,8 +7,8 @@ line and key with a did-you-mean:
 
 * ``input.fields``: every mapped column must appear in the input's first rows;
 * gate ``fields`` / ``output_field``: a property of the output schema or a column of the output row
-  (what gates see); ``answer_check.source_field`` and ``exact_dedup.against_input``: a mapped
-  template variable (what the source of a record holds).
+  (what gates see); ``answer_check.source_field``, ``exact_dedup.against_input`` and
+  ``decontaminate.inputs``: a mapped template variable (what the source of a record holds).
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ def check_gate_names(loc: Located, quality: dict[str, Any], schema: dict[str, An
     if check.get("source_field") is not None and check["source_field"] not in fields:
         raise loc.error("quality.answer_check.source_field", f"'{check['source_field']}' is not a mapped input "
                         f"field (input.fields: {_listing(fields)})", suggestion=closest(check["source_field"], fields))
-    against = (quality.get("exact_dedup") or {}).get("against_input") or []
-    for i, var in enumerate(against):
-        if var not in fields:
-            raise loc.error(f"quality.exact_dedup.against_input[{i}]", f"'{var}' is not a mapped input field "
-                            f"(input.fields: {_listing(fields)})", suggestion=closest(str(var), fields))
+    for gate, key in (("exact_dedup", "against_input"), ("decontaminate", "inputs")):
+        for i, var in enumerate((quality.get(gate) or {}).get(key) or []):
+            if var not in fields:
+                raise loc.error(f"quality.{gate}.{key}[{i}]", f"'{var}' is not a mapped input field "
+                                f"(input.fields: {_listing(fields)})", suggestion=closest(str(var), fields))
 
 
 def input_columns(pipe: Pipeline, rows: int = SAMPLE_ROWS) -> set[str] | None:

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from datafactory.quality.decontam import Decontaminator, EvalSpec, eval_set_path, load_eval_set
-from datafactory.quality.decontam_index import RephraseIndex
+from datafactory.quality.decontam_score import THRESHOLD, RephraseIndex
 from datafactory.quality.gate import FieldSpec, Reject, field_names, field_texts, value_text
-from datafactory.quality.normalize import TokenBatch, tokens_for
+from datafactory.quality.normalize import TokenBatch, tokenize_batch, tokens_for
 from datafactory.record import Record
 
 METHODS = ("ngram", "rephrase")
@@ -42,7 +42,7 @@ class DecontamGate:
 
     def __init__(self, fields: FieldSpec = ("question",), eval_sets: Sequence[EvalSpec] = ("gsm8k",),
                  text_field: str = "question", *, ngram: int = 13, methods: Sequence[str] = METHODS,
-                 threshold: float = 0.5, inputs: Sequence[str] = (), judge: bool = False,
+                 threshold: float = THRESHOLD, inputs: Sequence[str] = (), judge: bool = False,
                  judge_above: float = 0.3, judge_top_k: int = 2) -> None:
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
@@ -91,12 +91,18 @@ class DecontamGate:
         if not self.inputs:
             return None
         text = "\n".join(value_text(source.get(name)) for name in self.inputs)
-        return self.check_texts([text], stage="input")[0]
+        # tokenised on its own: the shared last-batch tokens (tokens_for) stay those of the output gates
+        return self.check_tokens(tokenize_batch([text]), stage="input")[0]
 
     def check_texts(self, texts: Sequence[str], stage: str = "output") -> list[Reject | None]:
-        tokens = tokens_for(texts)
-        out: list[Reject | None] = [None] * len(texts)
-        if not len(texts) or not self.ids:
+        """Judge any texts the way ``check_batch`` judges records' fields."""
+        return self.check_tokens(tokens_for(texts), stage)
+
+    def check_tokens(self, tokens: TokenBatch, stage: str = "output") -> list[Reject | None]:
+        """Per row of ``tokens``: the ``ngram`` verdict, else the ``rephrase`` one (``stage`` is counted)."""
+        n = len(tokens)
+        out: list[Reject | None] = [None] * n
+        if not n or not self.ids:
             return out
         if "ngram" in self.methods:
             for row, hit in enumerate(self.exact.hits(tokens)):
@@ -105,7 +111,7 @@ class DecontamGate:
         if "rephrase" in self.methods and self.index is not None:
             rest = np.array([row for row, verdict in enumerate(out) if verdict is None], np.int64)
             if len(rest):
-                items, scores = self.index.best(tokens.select(rest) if len(rest) < len(texts) else tokens)
+                items, scores = self.index.best(tokens.select(rest) if len(rest) < n else tokens)
                 for row, item, score in zip(rest.tolist(), items[:, 0].tolist(), scores[:, 0].tolist(),
                                             strict=True):
                     if score >= self.threshold:
@@ -116,7 +122,7 @@ class DecontamGate:
         """The ``judge_top_k`` eval items nearest to ``text`` by rephrase score, best first."""
         if self.index is None or not self.ids:
             return []
-        items, scores = self.index.best(tokens_for([text]), self.judge_top_k)
+        items, scores = self.index.best(tokenize_batch([text]), self.judge_top_k)
         return list(zip(items[0].tolist(), scores[0].tolist(), strict=True))
 
     def score_tokens(self, tokens: TokenBatch) -> tuple[list[int], list[float]]:
@@ -156,3 +162,11 @@ class DecontamGate:
         if self.judge_enabled:
             block["judge"] = dict(sorted(self.judge_counts.items()))
         return block
+
+
+def decontamination_section(gates: Sequence[object]) -> dict[str, Any] | None:
+    """The ``decontamination`` block of stats.json from a run's built gates (None: no such gate)."""
+    for gate in gates:
+        if isinstance(gate, DecontamGate):
+            return gate.counters()
+    return None

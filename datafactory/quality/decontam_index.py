@@ -56,16 +56,10 @@ def ordinary_words(texts: Sequence[str]) -> U64:
     return np.setdiff1d(words, _NUMBER_HASHES, assume_unique=True)
 
 
-def mask_tokens(tokens: TokenBatch, vocab: U64, keep: bool = True) -> TokenBatch:
-    """``tokens`` with every word outside ``vocab`` (sorted hashes) replaced by the placeholder; with
-    ``keep=False`` the other way round: only the words outside (names, numbers, rare words) are kept."""
-    words = tokens.word_hashes
-    if not len(vocab):
-        inside = np.zeros(len(words), np.bool_)
-    else:
-        at = np.minimum(np.searchsorted(vocab, words), len(vocab) - 1)
-        inside = vocab[at] == words
-    masked = np.where(inside == keep, words, MASK)
+def mask_tokens(tokens: TokenBatch, inside: npt.NDArray[np.bool_], keep: bool = True) -> TokenBatch:
+    """``tokens`` with every word where ``inside`` is False replaced by the placeholder; with
+    ``keep=False`` the other way round: only those words (names, numbers, rare words) are kept."""
+    masked = np.where(inside == keep, tokens.word_hashes, MASK)
     return TokenBatch(tokens.text, tokens.text_offsets, masked, tokens.word_offsets)
 
 
@@ -114,9 +108,16 @@ class GramIndex:
         self.sizes = np.zeros(0, np.float64)  # weight of each item's indexed grams (the containment denominator)
         self.counts: I64 = np.zeros(0, np.int64)  # indexed grams per item
 
+    def _grams(self, tokens: TokenBatch) -> tuple[U64, I64]:
+        """Each row's n-gram hashes (for n = 1 the word hashes themselves) and their rows."""
+        if self.n == 1:
+            return tokens.word_hashes, np.repeat(np.arange(len(tokens)), tokens.word_counts())
+        grams, rows, _ = WordRuns(tokens).ngrams(self.n)
+        return grams, rows
+
     def build(self, tokens: TokenBatch) -> None:
         """Index every row of ``tokens`` (already masked) as eval item ``row``."""
-        grams, rows, _ = WordRuns(tokens).ngrams(self.n)
+        grams, rows = self._grams(tokens)
         pairs = np.unique(np.stack([grams, rows.astype(np.uint64)]), axis=1)  # distinct (gram, item), by gram
         grams, rows = pairs[0], pairs[1].astype(np.int64)
         keys, df = np.unique(grams, return_counts=True)
@@ -139,19 +140,38 @@ class GramIndex:
 
     def dense(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
         """Containment of every eval item (columns) in every row of ``tokens`` (masked): a float32 matrix."""
-        items_n = len(self.sizes)
+        return self.dense_both(tokens, reverse=False)[0]
+
+    def postings(self, tokens: TokenBatch) -> tuple[I64 | None, I64]:
+        """For every distinct (row, indexed gram) of ``tokens`` and every item holding that gram:
+        the cell ``row * items + item`` and the posting's position (None when nothing is shared)."""
         if not len(self.keys) or not len(tokens):
-            return np.zeros((len(tokens), items_n), np.float32)
-        grams, rows, _ = WordRuns(tokens).ngrams(self.n)
+            return None, np.zeros(0, np.int64)
+        grams, rows = self._grams(tokens)
         at = self.table.find(grams)
         found = np.flatnonzero(at >= 0)
         codes = np.unique(rows[found] * len(self.keys) + at[found])  # distinct (row, gram) pairs
         rows, at = codes // len(self.keys), codes % len(self.keys)
         lens = self.offsets[at + 1] - self.offsets[at]
         flat = np.arange(int(lens.sum())) + np.repeat(self.offsets[at] - (np.cumsum(lens) - lens), lens)
-        pair = np.repeat(rows * items_n, lens) + self.items[flat]
-        shared = np.bincount(pair, weights=self.post_weights[flat], minlength=len(tokens) * items_n)
-        return (shared.reshape(len(tokens), items_n) * self.inv_sizes).astype(np.float32)
+        return np.repeat(rows * len(self.sizes), lens) + self.items[flat], flat
+
+    def dense_both(self, tokens: TokenBatch, reverse: bool = True) -> tuple[npt.NDArray[np.float32],
+                                                                             npt.NDArray[np.float32]]:
+        """(containment of each item in each row, and with ``reverse`` the share of each row's n-grams
+        that the item has — low when a long text merely contains a short item's stock phrases)."""
+        rows_n, items_n = len(tokens), len(self.sizes)
+        pair, flat = self.postings(tokens)
+        if pair is None:
+            empty = np.zeros((rows_n, items_n), np.float32)
+            return empty, empty
+        shared = np.bincount(pair, weights=self.post_weights[flat], minlength=rows_n * items_n)
+        forward = (shared.reshape(rows_n, items_n) * self.inv_sizes).astype(np.float32)
+        if not reverse:
+            return forward, forward
+        per_row = np.maximum(tokens.word_counts() - (self.n - 1), 1).astype(np.float32)
+        count = np.bincount(pair, minlength=rows_n * items_n).reshape(rows_n, items_n).astype(np.float32)
+        return forward, count / per_row[:, None]
 
 
 def word_lcs(a: Sequence[int], b: Sequence[int]) -> int:
@@ -183,53 +203,43 @@ def row_words(tokens: TokenBatch, row: int) -> list[int]:
     return tokens.word_hashes[lo:hi].tolist()
 
 
-# the rephrase score: a logistic fit (benchmarks/decontam.py --fit) on GSM8K test items rephrased (positives)
-# and train items rephrased the same ways (negatives), over the containment of masked 3-, 2- and 1-grams,
-# of the item's names/numbers/rare words, and that last one times the 1-gram one; divided by the sum of
-# the weights, so a verbatim copy scores 1.0
-WEIGHTS = (9.92, 12.42, 8.47, 3.37, 1.70)
-MAX_CELLS = 1 << 20  # candidate rows x eval items scored per numpy pass
+class WordIndex:
+    """Inverted index of eval items' single words, split in two kinds by ``inside`` (ordinary words, and
+    the rest: names, numbers, rare words), each scored by idf-weighted containment — one look-up for both."""
+
+    def __init__(self, max_df: float = 0.05) -> None:
+        self.max_df = max_df
+        self.grams = GramIndex(1, max_df=max_df, min_grams=1)
+
+    def build(self, tokens: TokenBatch, ordinary: U64) -> None:
+        """Index every row of ``tokens`` (not masked) as an item; ``ordinary``: sorted hashes of ordinary words."""
+        grams = self.grams
+        grams.build(tokens)
+        self.ordinary_key = np.isin(grams.keys, ordinary)
+        post_kind = np.repeat(self.ordinary_key, np.diff(grams.offsets))
+        items = len(tokens)
+        self.post_ord = np.where(post_kind, grams.post_weights, 0.0)
+        self.post_name = np.where(post_kind, 0.0, grams.post_weights)
+        self.post_count = post_kind.astype(np.float64)
+        self.inv_ord = _inverse(np.bincount(grams.items, weights=self.post_ord, minlength=items).astype(np.float64))
+        self.inv_name = _inverse(np.bincount(grams.items, weights=self.post_name, minlength=items).astype(np.float64))
+
+    def dense3(self, tokens: TokenBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
+                                                  npt.NDArray[np.float32]]:
+        """(ordinary-word containment of each item, its names' containment, share of the row's words
+        that are the item's ordinary words) for every row of ``tokens`` (not masked) and item."""
+        rows_n, items_n = len(tokens), len(self.inv_ord)
+        pair, flat = self.grams.postings(tokens)
+        if pair is None:
+            empty = np.zeros((rows_n, items_n), np.float32)
+            return empty, empty, empty
+        size = rows_n * items_n
+        c1 = np.bincount(pair, weights=self.post_ord[flat], minlength=size).reshape(rows_n, items_n) * self.inv_ord
+        cn = np.bincount(pair, weights=self.post_name[flat], minlength=size).reshape(rows_n, items_n) * self.inv_name
+        count = np.bincount(pair, weights=self.post_count[flat], minlength=size).reshape(rows_n, items_n)
+        per_row = np.maximum(tokens.word_counts(), 1)[:, None]
+        return c1.astype(np.float32), cn.astype(np.float32), (count / per_row).astype(np.float32)
 
 
-class RephraseIndex:
-    """Scores texts against eval items by the rephrase score above; one matrix pass per batch."""
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.vocab = ordinary_words(texts)
-        raw = tokenize_batch(list(texts)) if texts else tokenize_batch([])
-        self.items = len(texts)
-        self.grams = (GramIndex(3, max_df=0.02), GramIndex(2, max_df=0.02), GramIndex(1, max_df=0.05, min_grams=1))
-        self.names = GramIndex(1, max_df=0.05, min_grams=1)
-        masked = mask_tokens(raw, self.vocab)
-        for index in self.grams:
-            index.build(masked)
-        self.names.build(mask_tokens(raw, self.vocab, keep=False))
-        self.masked = masked  # the eval items' masked words, for lcs_ratio
-
-    def scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
-        """(rows, items) rephrase scores of each row of ``tokens`` (normalised, not masked) against each item."""
-        out = np.zeros((len(tokens), self.items), np.float32)
-        step = max(1, MAX_CELLS // max(self.items, 1))
-        w3, w2, w1, wn, wx = WEIGHTS
-        total = np.float32(sum(WEIGHTS))
-        for lo in range(0, len(tokens), step):
-            part = tokens.select(np.arange(lo, min(lo + step, len(tokens))))
-            masked, names = mask_tokens(part, self.vocab), mask_tokens(part, self.vocab, keep=False)
-            c3, c2, c1 = (index.dense(masked) for index in self.grams)
-            cn = self.names.dense(names)
-            out[lo : lo + len(part)] = (w3 * c3 + w2 * c2 + w1 * c1 + wn * cn + wx * c1 * cn) / total
-        return out
-
-    def best(self, tokens: TokenBatch, top: int = 1) -> tuple[I64, npt.NDArray[np.float32]]:
-        """The ``top`` items of highest score per row, best first: (items, scores), each (rows, top)."""
-        matrix = self.scores(tokens)
-        top = min(top, self.items)
-        if not top:
-            return np.zeros((len(tokens), 0), np.int64), np.zeros((len(tokens), 0), np.float32)
-        if top == 1:
-            items = matrix.argmax(axis=1)[:, None]
-        else:
-            part = np.argpartition(-matrix, top - 1, axis=1)[:, :top]
-            order = np.argsort(-np.take_along_axis(matrix, part, axis=1), axis=1, kind="stable")
-            items = np.take_along_axis(part, order, axis=1)
-        return items.astype(np.int64), np.take_along_axis(matrix, items, axis=1)
+def _inverse(sizes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.where(sizes > 0, 1.0 / np.maximum(sizes, 1e-12), 0.0)

@@ -1,0 +1,92 @@
+"""The rephrase score: how likely a text is a rephrasing of an eval item, for every (text, item) pair.
+
+Features (each in [0, 1], from :mod:`datafactory.quality.decontam_index`, words masked so that names and
+numbers do not count as wording):
+
+* ``c3``, ``c2``, ``c1``: idf-weighted containment of the item's masked word 3-, 2- and 1-grams in the text;
+* ``names``: containment of the item's own names, numbers and rare words (what a rewording keeps);
+* ``c1*names``: both at once;
+* ``r2``, ``r1``: the share of the text's 2-grams and words that the item has (low when a long text merely
+  contains a short item's stock phrases, "is 5 years older than").
+
+The score is their weighted sum. The weights come from a class-balanced logistic regression
+(``benchmarks/decontam.py --fit``) on GSM8K: test questions rephrased seven ways (positives) against train
+questions rephrased the same ways (negatives), even-numbered rows only; the default threshold is the
+score with 1% false positives on those negatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from datafactory.quality.decontam_index import GramIndex, KeyTable, WordIndex, mask_tokens, ordinary_words
+from datafactory.quality.normalize import I64, TokenBatch, tokenize_batch
+
+FEATURES = ("c3", "c2", "c1", "names", "c1*names", "r2", "r1")
+WEIGHTS = (0.2016, 0.0331, 0.0525, 0.0199, 0.1805, 0.3399, 0.1727)
+THRESHOLD = 0.225
+MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
+
+
+class RephraseIndex:
+    """Scores texts against eval items by the rephrase score; one pass of matrix work per batch."""
+
+    def __init__(self, texts: Sequence[str], weights: Sequence[float] = WEIGHTS) -> None:
+        if len(weights) != len(FEATURES):
+            raise ValueError(f"one weight per feature {FEATURES}, got {len(weights)}")
+        self.weights = tuple(float(w) for w in weights)
+        self.items = len(texts)
+        self.ordinary = ordinary_words(texts)
+        self._ordinary = KeyTable(self.ordinary)
+        raw = tokenize_batch(list(texts))
+        self.masked = mask_tokens(raw, self.inside(raw))  # the items' masked words (for lcs_ratio)
+        self.c3, self.c2 = GramIndex(3, max_df=0.02), GramIndex(2, max_df=0.02)
+        self.c3.build(self.masked)
+        self.c2.build(self.masked)
+        self.words = WordIndex(max_df=0.05)
+        self.words.build(raw, self.ordinary)
+
+    def inside(self, tokens: TokenBatch) -> npt.NDArray[np.bool_]:
+        """Which words of ``tokens`` are ordinary (kept by the mask)."""
+        return self._ordinary.find(tokens.word_hashes) >= 0
+
+    def parts(self, tokens: TokenBatch) -> list[npt.NDArray[np.float32]]:
+        """The features, in ``FEATURES`` order, each a (rows, items) matrix."""
+        masked = mask_tokens(tokens, self.inside(tokens))
+        c3 = self.c3.dense(masked)
+        c2, r2 = self.c2.dense_both(masked)
+        c1, names, r1 = self.words.dense3(tokens)
+        return [c3, c2, c1, names, c1 * names, r2, r1]
+
+    def features(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
+        """(rows, items, features) for fitting the weights."""
+        return np.stack(self.parts(tokens), axis=2)
+
+    def scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
+        """(rows, items) rephrase scores of each row of ``tokens`` (normalised words) against each item."""
+        out = np.zeros((len(tokens), self.items), np.float32)
+        step = max(1, MAX_CELLS // max(self.items, 1))
+        for lo in range(0, len(tokens), step):
+            part = tokens if step >= len(tokens) else tokens.select(np.arange(lo, min(lo + step, len(tokens))))
+            acc = out[lo : lo + len(part)]
+            for weight, value in zip(self.weights, self.parts(part), strict=True):
+                if weight:
+                    acc += np.float32(weight) * value
+        return out
+
+    def best(self, tokens: TokenBatch, top: int = 1) -> tuple[I64, npt.NDArray[np.float32]]:
+        """The ``top`` items of highest score per row, best first: (items, scores), each (rows, top)."""
+        matrix = self.scores(tokens)
+        top = min(top, self.items)
+        if not top:
+            return np.zeros((len(tokens), 0), np.int64), np.zeros((len(tokens), 0), np.float32)
+        if top == 1:
+            items = matrix.argmax(axis=1)[:, None]
+        else:
+            part = np.argpartition(-matrix, top - 1, axis=1)[:, :top]
+            order = np.argsort(-np.take_along_axis(matrix, part, axis=1), axis=1, kind="stable")
+            items = np.take_along_axis(part, order, axis=1)
+        return items.astype(np.int64), np.take_along_axis(matrix, items, axis=1)
