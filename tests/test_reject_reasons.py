@@ -67,13 +67,13 @@ def produced_reasons() -> tuple[dict[str, str], list[str]]:
                 name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
                 if name == "Reject" and node.args:
                     add(node.args[0], where)
-                elif name == "reject" and len(node.args) >= 3:
+                elif name in ("reject", "rejected") and len(node.args) >= 3:
                     add(node.args[2], where)
                 for kw in node.keywords:
                     if kw.arg == "reason" and name in ("ValidationFailed", "reject"):
                         add(kw.value, where)
-            # process.py picks a request reject's code into a local ``reason`` first
-            elif isinstance(node, ast.Assign) and path.parent.name == "engine" and any(
+            # the request and pair steps pick a reject's code into a local ``reason`` first
+            elif isinstance(node, ast.Assign) and path.parent.name in ("engine", "steps") and any(
                     isinstance(t, ast.Name) and t.id == "reason" for t in node.targets):
                 add(node.value, where)
     return codes, dynamic

@@ -213,13 +213,19 @@ def _seed_dedup(processor: RowProcessor, cache: Cache, fp: str, pipe: Pipeline) 
     exact = pipe.quality.get("exact_dedup")
     against = exact.against_input if exact is not None else None
     view = processor.steps.context.stored
+    stored_props = processor.steps.stored_props
     counted: list[int] = []
     for gate in processor.gates:
         if not isinstance(gate, SeedableGate):
             continue
         names = field_names(getattr(gate, "fields", ()) or ())
-        gate.seed(field_text(Record(id="", source={}, fields=view(orjson.loads(blob))), names)
-                  for blob in cache.iter_outcomes(fp, ok=True))
+        if stored_props:  # properties no column carries: stored beside each written row (gate_reads)
+            gate.seed(field_text(Record(id="", source={}, fields={**(orjson.loads(extra) if extra else {}),
+                                                                  **view(orjson.loads(blob))}), names)
+                      for blob, extra in cache.iter_written_with_reads(fp))
+        else:
+            gate.seed(field_text(Record(id="", source={}, fields=view(orjson.loads(blob))), names)
+                      for blob in cache.iter_outcomes(fp, ok=True))
         if against and isinstance(gate, ExactDedup):
             gate.seed(_input_texts(pipe, against, counted))
     return sum(counted) if counted else None

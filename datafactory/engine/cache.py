@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS outcomes (
     PRIMARY KEY (fingerprint, row_key, sample)
 );
 CREATE INDEX IF NOT EXISTS outcomes_order ON outcomes (fingerprint, ok, seq, sample);
+CREATE TABLE IF NOT EXISTS gate_reads (
+    fingerprint TEXT NOT NULL, row_key TEXT NOT NULL, sample INTEGER NOT NULL, fields BLOB NOT NULL,
+    PRIMARY KEY (fingerprint, row_key, sample)
+);
 CREATE TABLE IF NOT EXISTS configs (
     fingerprint TEXT PRIMARY KEY, parts BLOB NOT NULL, last_used REAL NOT NULL, exported REAL
 );
@@ -131,17 +135,24 @@ class Cache:
         """Record every sample of one input row in one transaction: all or nothing."""
         self.commit_rows(fingerprint, [(row_key, seq, samples)])
 
-    def commit_rows(self, fingerprint: str, rows: list[RowOutcome]) -> None:
+    def commit_rows(self, fingerprint: str, rows: list[RowOutcome],
+                    reads: list[tuple[str, int, dict[str, Any]]] | None = None) -> None:
         """Record every sample of these input rows in one transaction: all or nothing. Only rows whose
-        responses are already committed here belong in it (the rule in the module docstring)."""
+        responses are already committed here belong in it (the rule in the module docstring).
+        ``reads``: ``(row key, sample, {property: value})`` — what gates with memory read from a written
+        sample's model object that its row does not hold (resume seeding; ``gate_reads``)."""
         values = [(fingerprint, key, i, seq, int(ok), reason, orjson.dumps(payload))
                   for key, seq, samples in rows for i, (ok, reason, payload) in enumerate(samples)]
         try:
             self._db.execute("BEGIN")
             # a retried row replaces its earlier failure completely (it may now have more or fewer samples)
-            self._db.executemany("DELETE FROM outcomes WHERE fingerprint = ? AND row_key = ?",
-                                 [(fingerprint, key) for key, _, _ in rows])
+            keys = [(fingerprint, key) for key, _, _ in rows]
+            self._db.executemany("DELETE FROM outcomes WHERE fingerprint = ? AND row_key = ?", keys)
             self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            if reads:
+                self._db.executemany("DELETE FROM gate_reads WHERE fingerprint = ? AND row_key = ?", keys)
+                self._db.executemany("INSERT OR REPLACE INTO gate_reads VALUES (?, ?, ?, ?)",
+                                     [(fingerprint, k, i, orjson.dumps(f)) for k, i, f in reads])
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:
@@ -151,6 +162,15 @@ class Cache:
     def iter_outcomes(self, fingerprint: str, ok: bool) -> Iterator[bytes]:
         for _, blob in self.iter_outcomes_with_keys(fingerprint, ok):
             yield blob
+
+    def iter_written_with_reads(self, fingerprint: str) -> Iterator[tuple[bytes, bytes | None]]:
+        """Written payloads in input order, each with what gates read beside it (``gate_reads``; None
+        when nothing was stored — an older run dir, or no gate needed it)."""
+        cur = self._db.execute(
+            "SELECT o.payload, g.fields FROM outcomes o LEFT JOIN gate_reads g ON g.fingerprint = o.fingerprint "
+            "AND g.row_key = o.row_key AND g.sample = o.sample WHERE o.fingerprint = ? AND o.ok = 1 "
+            "ORDER BY o.seq, o.sample", (fingerprint,))
+        yield from cur
 
     def iter_outcomes_with_keys(self, fingerprint: str, ok: bool) -> Iterator[tuple[str, bytes]]:
         """``(row_key#sample, payload)`` in input order."""

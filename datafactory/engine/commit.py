@@ -11,29 +11,50 @@ once, in the batch of the run that finishes it. A batch is all or nothing.
 
 A write that fails in the timer (disk full) is kept and raised by the next ``add`` or by ``close``, so
 it stops the run the way a failing per-row commit did.
+
+``add_row`` takes a finished row as records (``engine/outcome.py``): it counts them in the run stats and,
+for each written record, keeps what gates with memory read from the model's object that no output
+column carries (``stored_props``) beside the outcome, so a resume seeds them from exactly that.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from datafactory import constants as C
 from datafactory.engine.cache import Cache, RowOutcome, Sample
+from datafactory.engine.outcome import to_sample
 from datafactory.engine.stats import Stats
+from datafactory.record import Record
 
 
 class CommitBatcher:
-    def __init__(self, cache: Cache, fingerprint: str, *, max_rows: int = C.COMMIT_MAX_ROWS,
-                 max_wait_s: float = C.COMMIT_MAX_WAIT_S) -> None:
-        self.cache, self.fingerprint = cache, fingerprint
+    def __init__(self, cache: Cache, fingerprint: str, stats: Stats | None = None, *,
+                 max_rows: int = C.COMMIT_MAX_ROWS, max_wait_s: float = C.COMMIT_MAX_WAIT_S,
+                 stored_props: tuple[str, ...] = ()) -> None:
+        self.cache, self.fingerprint, self.stats = cache, fingerprint, stats
         self.max_rows, self.max_wait_s = max_rows, max_wait_s
+        self.stored_props = stored_props
         self._pending: list[RowOutcome] = []
+        self._reads: list[tuple[str, int, dict[str, Any]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
         self.commits = 0
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def add_row(self, row: Record, outcomes: list[Record]) -> None:
+        """Queue one finished row given as its outcome records, and count it in the run stats."""
+        samples = [to_sample(r) for r in outcomes]
+        if self.stored_props:
+            for i, rec in enumerate(outcomes):
+                if samples[i][0]:
+                    self._reads.append((row.id, i, {n: rec.fields.get(n) for n in self.stored_props}))
+        if self.stats is not None:
+            count_samples(self.stats, samples)
+        self.add(row.id, row.meta["seq"], samples)
 
     def add(self, row_key: str, seq: int, samples: list[Sample]) -> None:
         """Queue one finished row; writes the batch when it is full."""
@@ -57,7 +78,8 @@ class CommitBatcher:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        self.cache.commit_rows(self.fingerprint, batch)
+        reads, self._reads = self._reads, []
+        self.cache.commit_rows(self.fingerprint, batch, reads)
         self.commits += 1
 
     def close(self) -> None:

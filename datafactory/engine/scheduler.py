@@ -20,13 +20,14 @@ from typing import Any
 
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.cache import Cache
-from datafactory.engine.commit import CommitBatcher, count_samples
-from datafactory.engine.process import RowProcessor, RowTask
+from datafactory.engine.commit import CommitBatcher
+from datafactory.engine.ordered import OrderedGates
+from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import Progress
 from datafactory.engine.stats import Stats
 from datafactory.errors import RequestDeferred, RunStopped
 from datafactory.io.readers import BadRow, iter_rows
-from datafactory.record import content_hash
+from datafactory.record import Record, content_hash
 
 STOP_GRACE_S = 3.0      # after Ctrl-C, let requests already on the wire land (they are paid for)
 BATCH = 256
@@ -50,7 +51,9 @@ class Scheduler:
         self._grace = STOP_GRACE_S
         self._over = False
         # finished rows are committed in groups (one transaction per batch; see engine/commit.py)
-        self.commits = CommitBatcher(cache, fingerprint)
+        self.commits = CommitBatcher(cache, fingerprint, stats, stored_props=processor.steps.stored_props)
+        # gates with memory decide in input order, after the worker has moved on (engine/ordered.py)
+        self.ordered = OrderedGates(processor.steps.ordered, self.commits.add_row, processor.counts)
 
     def request_stop(self, signum: int) -> None:
         """A signal: stop feeding rows; a second one stops waiting for in-flight requests. Once the run
@@ -74,7 +77,7 @@ class Scheduler:
 
     async def run(self) -> None:
         conc = self.pipe.limits.concurrency
-        queue: asyncio.Queue[RowTask | None] = asyncio.Queue(maxsize=2 * conc)
+        queue: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=2 * conc)
         producer = asyncio.create_task(self._produce(queue, conc))
         workers = [asyncio.create_task(self._work(queue)) for _ in range(conc)]
         ticker = asyncio.create_task(self._tick())
@@ -86,12 +89,18 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(producer, *workers, ticker, return_exceptions=True)
             self._over = True
-            self.commits.close()
+            try:
+                self.ordered.close()
+            finally:
+                self.commits.close()
+                steps = self.processor.counts.publish()
+                if "ordered_gates" in steps:
+                    steps["ordered_gates"]["out_of_order"] = self.ordered.out_of_order
         if self.halted is not None:
             raise self.halted
 
     async def _supervise(self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]],
-                         queue: asyncio.Queue[RowTask | None]) -> None:
+                         queue: asyncio.Queue[Record | None]) -> None:
         stopping = asyncio.create_task(self._stopping.wait())
         pending: set[asyncio.Task[Any]] = {producer, *workers, stopping}
         try:
@@ -107,7 +116,7 @@ class Scheduler:
             stopping.cancel()
 
     async def _drain(self, producer: asyncio.Task[None], workers: list[asyncio.Task[None]],
-                     queue: asyncio.Queue[RowTask | None]) -> None:
+                     queue: asyncio.Queue[Record | None]) -> None:
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await producer
@@ -121,7 +130,7 @@ class Scheduler:
                 break
             await asyncio.sleep(0.05)
 
-    async def _produce(self, queue: asyncio.Queue[RowTask | None], conc: int) -> None:
+    async def _produce(self, queue: asyncio.Queue[Record | None], conc: int) -> None:
         await self._feed(queue)
         # not in a ``finally``: after a cancel (401, disk full) no worker is left to take the end
         # markers, and put() on a full queue would block the shutdown forever
@@ -129,7 +138,7 @@ class Scheduler:
             for _ in range(conc):
                 await queue.put(None)
 
-    async def _feed(self, queue: asyncio.Queue[RowTask | None]) -> None:
+    async def _feed(self, queue: asyncio.Queue[Record | None]) -> None:
         inp = self.pipe.input
         rows = iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset)
         seen: dict[int, int] = {}
@@ -154,26 +163,37 @@ class Scheduler:
                     if self.cache.is_done(self.fingerprint, key):
                         self.stats.rows_skipped_done += 1
                         continue
-                    await queue.put(RowTask(seq, key, row, dup_of, f"{inp.path}:{pos}"))
+                    meta: dict[str, Any] = {"seq": seq, "where": f"{inp.path}:{pos}"}
+                    if dup_of is not None:
+                        meta["duplicate_of"] = dup_of
+                    if isinstance(row, BadRow):
+                        meta["bad"] = row
+                    await queue.put(Record(id=key, source={} if isinstance(row, BadRow) else row, meta=meta))
         finally:
             with contextlib.suppress(Exception):
                 rows.close()  # type: ignore[attr-defined]
 
-    async def _work(self, queue: asyncio.Queue[RowTask | None]) -> None:
+    async def _work(self, queue: asyncio.Queue[Record | None]) -> None:
         while True:
-            task = await queue.get()
-            if task is None:
+            row = await queue.get()
+            if row is None:
                 return
+            seq = row.meta["seq"]
+            self.ordered.enter(seq)  # right after the get: rows enter in input order
             try:
-                samples = await self.processor.process(task)
+                outcomes = await self.processor.process(row)
             except RunStopped as exc:  # the breaker or the budget: this row gets no outcome (rerun does it)
+                self.ordered.drop(seq)
                 self.halt(exc)
                 return
             except RequestDeferred:  # batch mode: its request waits in a provider batch; a later pass does it
+                self.ordered.drop(seq)
                 self.stats.rows_deferred += 1
                 continue
-            self.commits.add(task.key, task.seq, samples)
-            count_samples(self.stats, samples)
+            except BaseException:
+                self.ordered.drop(seq)
+                raise
+            self.ordered.submit(row, outcomes)  # committed once the gates with memory decided
 
     async def _tick(self) -> None:
         while True:

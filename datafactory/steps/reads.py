@@ -6,7 +6,8 @@ over a property of the same name); a resume seeds dedup memory from the stored r
 name that a column carries is resolved to that column (``fields: [question]`` with ``columns:
 {instruction: question}`` reads ``instruction``), and both paths read the same value. A name that no
 column carries is read from the model's object; the stored ``jsonl`` row without columns holds that
-object whole (its ``output``), other shapes do not, so such a gate starts a resume with no memory of it.
+object whole (its ``output``); for other shapes the values such a gate with memory read are stored beside
+the written row (``engine/commit.py``, ``gate_reads`` in the cache), and a resume seeds from those.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class GateContext:
     """What building a gate needs from the rest of the pipeline."""
 
     output: OutputConfig
-    paired: bool  # preference/KTO: the answer check tags samples; gates see the finished pair
+    paired: bool  # preference/KTO: the answer check tags samples; gates see samples and pairs (steps/pair.py)
 
     def reads(self, names: str | Iterable[str]) -> tuple[str, ...]:
         """The fields a gate reads, each name resolved to the output column that carries it."""
