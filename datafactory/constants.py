@@ -10,11 +10,12 @@ REJECTS_FILE = "rejects.jsonl"
 STATS_FILE = "stats.json"
 LOCK_FILE = ".lock"
 DATASET_INFO = "dataset_info.json"
-BATCH_DB = "batches.sqlite"          # batch mode: the requests and batches sent (engine/batch/store.py)
 DEFAULT_RUNS_DIR = "runs"
 
 # ---- limits and retry
 DEFAULT_CONCURRENCY = 32
+# the ceiling of ``concurrency: auto`` (engine/adaptive.py), and the workers the scheduler runs for it
+DEFAULT_MAX_CONCURRENCY = 256
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_ATTEMPTS = 6
 BACKOFF_INITIAL_S = 0.5

@@ -62,7 +62,7 @@ def test_misspelt_generation_parameter_is_rejected_with_suggestion(make_project)
 
 
 @pytest.mark.parametrize(("section", "key", "value", "expected"), [
-    ("limits", "concurrency", "many", "limits.concurrency: expected an integer, got 'many'"),
+    ("limits", "concurrency", "many", "limits.concurrency: expected a positive integer or auto, got 'many'"),
     ("limits", "rpm", True, "limits.rpm: expected a number or null, got True"),
     ("limits", "timeout_s", 0, "limits.timeout_s: must be greater than 0"),
     ("input", "limit", -3, "input.limit: must be greater than 0"),

@@ -35,7 +35,7 @@ def test_every_key_of_every_section_is_in_the_tables() -> None:
         for name in keys:
             assert f"| `{section}.{name}` |" in recipe
     assert "| `train.learning_rate` | number or null | none |" in recipe
-    assert "| `limits.concurrency` | integer | 32 |" in pipe
+    assert "| `limits.concurrency` | integer or `auto` | 32 |" in pipe
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ Steps = Mapping[str, "type | Mapping[str, Key]"]
 
 def type_text(key: Key) -> str:
     """``integer``, ``string or null``, ``one of `a`, `b```: what a key accepts."""
+    if "type_shown" in key.meta:  # a type the YAML spells in its own way (``integer or `auto```)
+        return str(key.meta["type_shown"])
     if key.choices is not None:
         return "one of " + ", ".join("null" if c is None else f"`{c}`" for c in key.choices)
     tup = _types(key)
@@ -106,8 +108,6 @@ def pipeline_table(steps: Steps | None = None) -> str:
     for name, key in P.TOP_KEYS.items():
         if name in sections:
             body += rows(sections[name], f"{name}.")
-            if name == "provider":  # a nested block with its own dataclass
-                body += rows(P.BATCH_KEYS, "provider.batch.")
         elif name == "quality":
             # the quality block's own options (reask); its step blocks come from the registry
             plain = {k: v for k, v in P.QUALITY_KEYS.items() if dict not in _types(v)}

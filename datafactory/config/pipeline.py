@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from datafactory import constants as C
-from datafactory.config.batch import MODES, BatchConfig
 from datafactory.config.names import check_gate_names
 from datafactory.config.params import check_params
 from datafactory.config.prompt import PromptTemplate, load_template
@@ -38,6 +37,12 @@ DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY"}
 SHAREGPT_TAGS = ("from_value", "role_content")
 PAIR_STYLES = ("alpaca", "sharegpt")
 STEPS = load_steps()  # quality step name -> its config dataclass (datafactory/steps)
+
+
+def _concurrency(value: Any) -> str | None:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return f"expected a positive integer or auto, got {value!r}"
 
 
 def _fraction(value: Any) -> str | None:
@@ -72,10 +77,6 @@ class ProviderConfig:
                                                         "`openai` SDK (see the benchmark)", choices=TRANSPORTS))
     params: dict[str, Any] = field(default_factory=dict, metadata=doc(
         "`temperature`, `top_p`, `max_tokens`, `n`, `seed`, `stop`, `response_format`, …"))
-    mode: str = field(default="online", metadata=doc("`online`: one request at a time; `batch`: the provider's "
-                                                     "Batch API at half the price (`--batch`)", choices=MODES))
-    batch: BatchConfig = field(default_factory=BatchConfig, metadata=doc(
-        "batch mode: splitting and polling (see the `provider.batch.*` keys)", type=dict | None, default=None))
     structured_output: str = field(default="auto", metadata=doc(
         "`auto`: JSON Schema from `schema` as `response_format` (json_object on ZhipuAI), stepping down to "
         "json_object, then the prompt alone, when the server refuses it; or `json_schema`, `json_object`, `off`",
@@ -84,8 +85,13 @@ class ProviderConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    concurrency: int = field(default=C.DEFAULT_CONCURRENCY, metadata=doc("requests in flight (`--concurrency`)",
-                                                                         check=positive))
+    concurrency: int = field(default=C.DEFAULT_CONCURRENCY, metadata=doc(
+        "requests in flight (`--concurrency`); `auto`: learned from the server's latency, 429s and timeouts, "
+        "up to `max_concurrency`", type=int | str, type_shown="integer or `auto`", check=_concurrency))
+    max_concurrency: int = field(default=C.DEFAULT_MAX_CONCURRENCY, metadata=doc(
+        "the ceiling of `concurrency: auto`", check=positive))
+    # concurrency: auto, resolved (concurrency = max_concurrency workers, an adaptive in-flight limit)
+    adaptive: bool = False
     rpm: float | None = field(default=None, metadata=doc("requests per minute (`--rpm`)", check=positive))
     tpm: float | None = field(default=None, metadata=doc("tokens per minute (`--tpm`)", check=positive))
     timeout_s: float = field(default=C.DEFAULT_TIMEOUT_S, metadata=doc("per request", check=positive))
@@ -146,8 +152,6 @@ class PricingConfig:
                                                                    check=non_negative, shown="built-in table"))
     expected_output_tokens: int = field(default=C.DEFAULT_EXPECTED_OUTPUT_TOKENS, metadata=doc(
         "output tokens per request assumed by `--dry-run` estimates", check=positive))
-    batch_share: float = field(default=0.5, metadata=doc(
-        "share of the online price a batch request costs (`provider.mode: batch`)", check=non_negative))
 
 
 @dataclass(frozen=True)
@@ -201,8 +205,7 @@ INPUT_KEYS = keys_from(InputConfig)
 PROMPT_KEYS = {"template": Key(str, doc="YAML with `system` and `user` texts; `{{ var }}` placeholders (JSON "
                                         "examples need no escaping)")}
 PROVIDER_KEYS = keys_from(ProviderConfig)
-BATCH_KEYS = keys_from(BatchConfig)
-LIMIT_KEYS = keys_from(LimitsConfig)
+LIMIT_KEYS = keys_from(LimitsConfig, skip=("adaptive",))
 OUTPUT_KEYS = keys_from(OutputConfig)
 QUALITY_KEYS = {
     "reask": Key(int, 1, check=non_negative,
@@ -240,10 +243,10 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
     provider = ProviderConfig(kind=pv["kind"], model=pv["model"], base_url=pv["base_url"],
                               api_key_env=pv["api_key_env"] or DEFAULT_KEY_ENV[pv["kind"]],
                               transport=pv["transport"], params=params, structured_output=pv["structured_output"])
-    provider = dataclasses.replace(provider, mode=pv["mode"],  # batch mode (config/batch.py)
-                                   batch=BatchConfig(**check_section(loc, pv["batch"], "provider.batch", BATCH_KEYS)))
 
     lm = check_section(loc, top["limits"], "limits", LIMIT_KEYS)
+    if lm["concurrency"] == "auto":
+        lm.update(concurrency=lm["max_concurrency"], adaptive=True)
     limits = LimitsConfig(**lm)
     out = check_section(loc, top["output"], "output", OUTPUT_KEYS)
     columns = _str_map(loc, out["columns"] or {}, "output.columns")
@@ -274,13 +277,13 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
 
 def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
     known = {"input", "output", "limit", "concurrency", "rpm", "tpm", "provider", "model", "base_url",
-             "timeout_s", "max_attempts", "max_cost", "mode", "batch_wait"}
+             "timeout_s", "max_attempts", "max_cost"}
     for key in overrides:
         if key not in known:
             raise ConfigError(f"unknown override '{key}'", suggestion=closest(key, known))
     ov = {k: v for k, v in overrides.items() if v is not None}
     for key in ("limit", "concurrency", "max_attempts"):
-        if key in ov and (not isinstance(ov[key], int) or ov[key] < 1):
+        if key in ov and ov[key] != "auto" and (not isinstance(ov[key], int) or ov[key] < 1):
             raise ConfigError(f"--{key.replace('_', '-')} must be a positive integer, got {ov[key]!r}")
     for key in ("rpm", "tpm", "timeout_s", "max_cost"):
         if key in ov and (isinstance(ov[key], bool) or not isinstance(ov[key], (int, float))
@@ -304,15 +307,12 @@ def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
         prov = dataclasses.replace(prov, model=ov["model"])
     if "base_url" in ov:
         prov = dataclasses.replace(prov, base_url=ov["base_url"])
-    if "mode" in ov:
-        if ov["mode"] not in MODES:
-            raise ConfigError(f"unknown provider mode '{ov['mode']}' (choices: {', '.join(MODES)})")
-        prov = dataclasses.replace(prov, mode=ov["mode"])
-    if "batch_wait" in ov:
-        prov = dataclasses.replace(prov, batch=dataclasses.replace(prov.batch, wait=bool(ov["batch_wait"])))
-    limits = dataclasses.replace(pipe.limits, **{k: ov[k] for k in
-                                                 ("concurrency", "rpm", "tpm", "timeout_s", "max_attempts")
+    limits = dataclasses.replace(pipe.limits, **{k: ov[k] for k in ("rpm", "tpm", "timeout_s", "max_attempts")
                                                  if k in ov})
+    if "concurrency" in ov:
+        auto = ov["concurrency"] == "auto"
+        limits = dataclasses.replace(limits, concurrency=limits.max_concurrency if auto else ov["concurrency"],
+                                     adaptive=auto)
     if "max_cost" in ov:
         limits = dataclasses.replace(limits, max_cost_usd=float(ov["max_cost"]))
     output = pipe.output

@@ -13,6 +13,7 @@ from typing import Any
 
 from datafactory import constants as C
 from datafactory.config.pipeline import Pipeline
+from datafactory.engine.adaptive import AdaptiveLimit
 from datafactory.engine.breaker import Breaker, breaker_for
 from datafactory.engine.budget import Budget
 from datafactory.engine.cache import Cache
@@ -54,6 +55,9 @@ class Requester:
         cfg = pipe.provider
         self.provider = structured(provider, cfg.structured_output, cfg.kind, pipe.schema, cfg.params, pipe.name,
                                    stats.sections.setdefault("structured_output", {}))
+        # limits.concurrency auto: the scheduler runs max_concurrency workers, this decides how many send
+        self.adaptive = (AdaptiveLimit(pipe.limits.concurrency, report=stats.sections.setdefault(
+            "adaptive_concurrency", {})) if pipe.limits.adaptive else None)
         self.breaker = breaker or breaker_for(pipe)
         self.budget = budget
         self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,
@@ -94,7 +98,7 @@ class Requester:
                 ticket = await self.limits.before_request(prompt_est)
                 self.stats.requests_sent += 1
                 try:
-                    comp = await self.provider.complete(self.pipe.provider.model, messages, params)
+                    comp = await self._send(messages, params)
                 except ProviderError as exc:
                     self.limits.after_failure(ticket, answered=exc.status is not None)
                     if isinstance(exc, RateLimited):
@@ -120,6 +124,19 @@ class Requester:
                        comp.to_json())
         self._account(comp, est)
         return Answer(comp, attempts, False)
+
+    async def _send(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
+        """The provider call, inside a slot of the adaptive limit when there is one."""
+        if self.adaptive is None:
+            return await self.provider.complete(self.pipe.provider.model, messages, params)
+        slot = await self.adaptive.acquire()
+        try:
+            comp = await self.provider.complete(self.pipe.provider.model, messages, params)
+        except BaseException as exc:  # a cancel frees the slot too
+            self.adaptive.release(slot, exc)
+            raise
+        self.adaptive.release(slot)
+        return comp
 
     def _cost(self, comp: Completion) -> float | None:
         return cost(self.pipe.provider.model, self.pipe.pricing, comp.prompt_tokens, comp.completion_tokens)
