@@ -3,7 +3,7 @@
 Library API (the CLI calls exactly these; each is imported on first use, so ``import datafactory``
 and ``datafactory --help`` stay instant)::
 
-    from datafactory import load_pipeline, augment, plan, build_info, train_eval
+    from datafactory import load_pipeline, augment, plan, build_info, train_eval, report
 
     pipe = load_pipeline("pipelines/gsm8k_rephrase.yaml", limit=100)
     print(plan(pipe).requests)      # what a run would send and cost; sends nothing (--dry-run)
@@ -11,6 +11,7 @@ and ``datafactory --help`` stay instant)::
     print(stats.to_json())
     build_info("runs/gsm8k_rephrase/data")                      # dataset_info.json for LLaMA-Factory
     train_eval("pipelines/train_qwen_gsm8k_lora.yaml")          # needs the [train] extra
+    report(["runs/a", "runs/b"], output="compare.html")         # self-contained HTML, side by side
 
 Functions:
     load_pipeline(path, **overrides) -> Pipeline   read and validate a pipeline YAML
@@ -19,6 +20,7 @@ Functions:
     plan(pipe) -> Plan                             rows, requests, token and cost estimate, sample prompts
     build_info(dir, ...) -> result                 write/merge LLaMA-Factory's dataset_info.json
     train_eval(recipe, ...) -> dict                train → select → merge → eval → report
+    report(run_dirs, output=None) -> Path          HTML report of augment / train-eval run dirs
 
 Classes: Pipeline, Stats, Plan, and DatafactoryError (the base of every error datafactory raises;
 the whole tree is in :mod:`datafactory.errors`).
@@ -29,8 +31,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["load_pipeline", "augment", "augment_async", "plan", "build_info", "train_eval", "Pipeline", "Stats", "Plan",
-           "DatafactoryError", "__version__"]
+__all__ = ["load_pipeline", "augment", "augment_async", "plan", "build_info", "train_eval", "report", "Pipeline",
+           "Stats", "Plan", "DatafactoryError", "__version__"]
 
 _LAZY = {
     "load_pipeline": ("datafactory.config.pipeline", "load_pipeline"),
@@ -42,6 +44,7 @@ _LAZY = {
     "Stats": ("datafactory.engine.stats", "Stats"),
     "build_info": ("datafactory.formats.dataset_info", "build_info"),
     "train_eval": ("datafactory.train.pipeline", "train_eval"),
+    "report": ("datafactory.report.build", "report"),
     "DatafactoryError": ("datafactory.errors", "DatafactoryError"),
 }
 
@@ -51,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from datafactory.engine.stats import Stats
     from datafactory.errors import DatafactoryError
     from datafactory.formats.dataset_info import build_info
+    from datafactory.report.build import report
     from datafactory.train.pipeline import train_eval
 
 

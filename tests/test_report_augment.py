@@ -24,7 +24,7 @@ from datafactory.engine.stats import Stats
 from datafactory.report import report
 from datafactory.report.augment_html import counts
 from datafactory.report.html import num
-from datafactory.report.timeline import TimelineRecorder, read_timeline
+from datafactory.report.timeline import TimelineRecorder, intervals, read_timeline
 from datafactory.testing.browser import render, why_no_browser
 from datafactory.testing.faults import Fault
 
@@ -125,6 +125,17 @@ def test_timeline_of_a_long_run_stays_bounded_and_keeps_its_ends(tmp_path):
     steps = [b["t"] - a["t"] for a, b in zip(points, points[1:], strict=False)]
     assert max(steps) < 2 * min(steps) + 300  # evenly thinned, not a hole in the middle
     assert path.stat().st_size < 30_000
+
+
+def test_timeline_rates_are_exact_means_and_a_last_few_ms_make_no_spike():
+    samples = [{"t": float(t), "rows_done": 10 * t} for t in range(0, 1001)]
+    samples.append({"t": 1000.01, "rows_done": 10_001})  # the stop sample, 10 ms after the last tick
+    got = intervals(samples, "rows_done", max_points=100)
+    assert len(got) <= 101
+    assert got[0][0] == 0.0 and got[-1][1] == 1000.01
+    assert all(abs(r - 10.0) < 0.2 for _, _, r in got)  # the 1 row in 10 ms is no 100 rows/s spike
+    total = sum(r * (t1 - t0) for t0, t1, r in got)
+    assert abs(total - 10_001) < 1e-6  # cumulative counters: nothing lost by thinning
 
 
 class _Quiet:
@@ -260,3 +271,12 @@ def test_a_report_that_cannot_be_written_only_warns(make_project, server, caplog
         stats = proj.augment()
     assert stats.written == 5 and len(proj.data()) == 5
     assert any("report.html" in r.getMessage() for r in caplog.records)
+
+
+def test_the_cli_exit_code_does_not_depend_on_the_report(make_project, server):
+    proj = make_project(rows=4)
+    (proj.run_dir / "report.html").mkdir(parents=True)
+    done = run_cli("augment", str(proj.pipeline), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "could not write" in done.stderr and "report.html" in done.stderr
+    assert len(proj.data()) == 4

@@ -101,6 +101,11 @@ def _check_run(run: Path, result: dict[str, Any]) -> dict[str, Any]:
     assert "| gsm8k | strict-match |" in md and "| gsm8k | flexible-extract |" in md
     for name in ("train.yaml", "export.yaml", "recipe.resolved.yaml", "logs/train.log", "logs/export.log"):
         assert (run / name).is_file(), name
+    # report.html: scores, the loss curve and lm-eval's logged samples of both models
+    assert result["report_html"] == str(run / "report.html")
+    html = (run / "report.html").read_text()
+    assert "gsm8k" in html and "best: step" in html and "no logged eval samples" not in html
+    assert "base reply" in html and "tuned reply" in html
     return report
 
 

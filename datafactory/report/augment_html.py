@@ -7,7 +7,7 @@ from typing import Any
 from datafactory.report.augment_data import AugmentRun
 from datafactory.report.html import Safe, as_json, cards, el, fields, join, note, num, pre, section, table
 from datafactory.report.svg import PALETTE, Series, hbar_chart, legend, line_chart
-from datafactory.report.timeline import rates
+from datafactory.report.timeline import levels, rates
 
 TEXT_LIMIT = 3000      # characters of one model reply / error / field shown (the run dir has the rest)
 CONFIG_LIMIT = 60_000
@@ -138,8 +138,7 @@ def _timeline(run: AugmentRun) -> list[Safe]:
     trouble = [Series("retries/s", rates(samples, "retries"), PALETTE[6]),
                Series("429s/s", rates(samples, "rate_limited_429"), PALETTE[3], dashed=True)]
     out = [legend(throughput), line_chart(throughput, label="throughput", y_label="per s", height=170, x_min=0.0)]
-    inflight = [Series("requests in flight", [(float(p["t"]), float(p.get("in_flight", 0))) for p in samples],
-                       PALETTE[4])]
+    inflight = [Series("requests in flight", levels(samples, "in_flight"), PALETTE[4])]
     if any(p.get("in_flight") for p in samples):
         out += [legend(inflight), line_chart(inflight, label="in flight", y_label="requests", height=130,
                                              x_min=0.0)]

@@ -54,7 +54,7 @@ def _fmt(v: float) -> str:
 
 def _svg(width: int, height: int, *children: Safe, label: str) -> Safe:
     return el("svg", *children, xmlns="http://www.w3.org/2000/svg", viewBox=f"0 0 {width} {height}",
-              class_="chart", role="img", aria_label=label)
+              class_="chart", role="img", aria_label=label, style=f"max-width:{width}px")
 
 
 def hbar_chart(items: Sequence[tuple[str, float]], *, label: str, width: int = 600,

@@ -125,10 +125,16 @@ def read_timeline(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def rates(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
-    """Per-second rate of a cumulative counter between samples, at the later one's time. A sample much
-    sooner than the usual step (the last one, at the run's end) replaces the sample before it, so an
-    interval of a few milliseconds never makes a spike."""
+def intervals(samples: list[dict[str, Any]], key: str, max_points: int = 200) -> list[tuple[float, float, float]]:
+    """``(start, end, per-second rate)`` of a cumulative counter between samples.
+
+    At most ``max_points`` intervals: with more samples, every k-th is used (the counters are cumulative,
+    so a rate over a wider window is the exact mean of the narrower ones, and a chart is no band of
+    zigzags). A sample much sooner than the usual step (the last one, at the run's end) replaces the one
+    before it, so an interval of a few milliseconds never makes a spike."""
+    stride = max(1, -(-(len(samples) - 1) // max_points))
+    if stride > 1:
+        samples = samples[::stride] + ([samples[-1]] if (len(samples) - 1) % stride else [])
     steps = sorted(b["t"] - a["t"] for a, b in zip(samples, samples[1:], strict=False) if b["t"] > a["t"])
     if not steps:
         return []
@@ -139,5 +145,23 @@ def rates(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
             kept.append(b)
         elif b is samples[-1] and len(kept) > 1:
             kept[-1] = b
-    return [(float(b["t"]), max(0.0, (b.get(key, 0) - a.get(key, 0)) / (b["t"] - a["t"])))
+    return [(float(a["t"]), float(b["t"]), max(0.0, (b.get(key, 0) - a.get(key, 0)) / (b["t"] - a["t"])))
             for a, b in zip(kept, kept[1:], strict=False)]
+
+
+def rates(samples: list[dict[str, Any]], key: str, max_points: int = 200) -> list[tuple[float, float]]:
+    """The rate of each interval as a staircase: ``(start, rate), (end, rate)`` per interval."""
+    return [p for t0, t1, r in intervals(samples, key, max_points) for p in ((t0, r), (t1, r))]
+
+
+def levels(samples: list[dict[str, Any]], key: str, max_points: int = 200) -> list[tuple[float, float]]:
+    """An instantaneous value (requests in flight) over time: the mean of every bucket of samples, at
+    most ``max_points`` points."""
+    if not samples:
+        return []
+    size = max(1, -(-len(samples) // max_points))
+    out = []
+    for i in range(0, len(samples), size):
+        bucket = samples[i:i + size]
+        out.append((float(bucket[-1]["t"]), sum(float(p.get(key, 0)) for p in bucket) / len(bucket)))
+    return out
