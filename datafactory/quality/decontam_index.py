@@ -84,15 +84,22 @@ class KeyTable:
         self.empty = not len(keys)
 
     def find(self, queries: U64) -> I64:
-        """Index of each query among the keys, -1 where absent."""
+        """Index of each query among the keys, -1 where absent. At load 1/4 most queries end at their
+        home slot (found, or empty); only the rest probe on, so a look-up costs about one gather."""
         out = np.full(len(queries), -1, np.int64)
         if self.empty or not len(queries):
             return out
-        home = (queries >> self.shift).astype(np.int64)
-        for step in range(self.probes):
-            at = home + step
-            hit = self.keys[at] == queries
-            out = np.where(hit & (self.values[at] >= 0), self.values[at], out)
+        at = (queries >> self.shift).astype(np.int64)
+        stored = self.keys[at]
+        hit = stored == queries
+        out[hit] = self.values[at[hit]]
+        # an occupied home slot holding another key: look at the rest of its run, all slots at once
+        rest = np.flatnonzero(~hit & (self.values[at] >= 0))
+        if len(rest) and self.probes > 1:
+            window = at[rest, None] + np.arange(1, self.probes)
+            match = self.keys[window] == queries[rest, None]
+            found = match.any(axis=1)
+            out[rest[found]] = self.values[window[found, match[found].argmax(axis=1)]]
         return out
 
 
@@ -137,36 +144,41 @@ class GramIndex:
         self.sizes = np.bincount(self.items, weights=self.post_weights, minlength=len(tokens)).astype(np.float64)
         # 1 / size, 0 for items with too few indexed grams to judge (they score 0)
         self.inv_sizes = np.where(self.counts >= self.min_grams, 1.0 / np.maximum(self.sizes, 1e-9), 0.0)
+        # what each posting adds to its item's containment
+        self.post_share = self.post_weights * self.inv_sizes[self.items]
 
     def dense(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
         """Containment of every eval item (columns) in every row of ``tokens`` (masked): a float32 matrix."""
         return self.dense_both(tokens, reverse=False)[0]
 
-    def postings(self, tokens: TokenBatch) -> tuple[I64 | None, I64]:
+    def postings(self, tokens: TokenBatch) -> tuple[I64 | None, I64, I64]:
         """For every distinct (row, indexed gram) of ``tokens`` and every item holding that gram:
-        the cell ``row * items + item`` and the posting's position (None when nothing is shared)."""
+        the cell ``row * items + item``, the posting's position and the row (None: nothing shared)."""
+        none = np.zeros(0, np.int64)
         if not len(self.keys) or not len(tokens):
-            return None, np.zeros(0, np.int64)
+            return None, none, none
         grams, rows = self._grams(tokens)
         at = self.table.find(grams)
         found = np.flatnonzero(at >= 0)
-        codes = np.unique(rows[found] * len(self.keys) + at[found])  # distinct (row, gram) pairs
+        codes = np.sort(rows[found] * len(self.keys) + at[found])
+        codes = codes[np.concatenate(([True], codes[1:] != codes[:-1]))]  # distinct (row, gram) pairs
         rows, at = codes // len(self.keys), codes % len(self.keys)
         lens = self.offsets[at + 1] - self.offsets[at]
         flat = np.arange(int(lens.sum())) + np.repeat(self.offsets[at] - (np.cumsum(lens) - lens), lens)
-        return np.repeat(rows * len(self.sizes), lens) + self.items[flat], flat
+        rows = np.repeat(rows, lens)
+        return rows * len(self.sizes) + self.items[flat], flat, rows
 
     def dense_both(self, tokens: TokenBatch, reverse: bool = True) -> tuple[npt.NDArray[np.float32],
                                                                              npt.NDArray[np.float32]]:
         """(containment of each item in each row, and with ``reverse`` the share of each row's n-grams
         that the item has — low when a long text merely contains a short item's stock phrases)."""
         rows_n, items_n = len(tokens), len(self.sizes)
-        pair, flat = self.postings(tokens)
+        pair, flat, _ = self.postings(tokens)
         if pair is None:
             empty = np.zeros((rows_n, items_n), np.float32)
             return empty, empty
-        shared = np.bincount(pair, weights=self.post_weights[flat], minlength=rows_n * items_n)
-        forward = (shared.reshape(rows_n, items_n) * self.inv_sizes).astype(np.float32)
+        shared = np.bincount(pair, weights=self.post_share[flat], minlength=rows_n * items_n)
+        forward = shared.reshape(rows_n, items_n).astype(np.float32)
         if not reverse:
             return forward, forward
         per_row = np.maximum(tokens.word_counts() - (self.n - 1), 1).astype(np.float32)
@@ -221,21 +233,23 @@ class WordIndex:
         self.post_ord = np.where(post_kind, grams.post_weights, 0.0)
         self.post_name = np.where(post_kind, 0.0, grams.post_weights)
         self.post_count = post_kind.astype(np.float64)
-        self.inv_ord = _inverse(np.bincount(grams.items, weights=self.post_ord, minlength=items).astype(np.float64))
-        self.inv_name = _inverse(np.bincount(grams.items, weights=self.post_name, minlength=items).astype(np.float64))
+        inv_ord = _inverse(np.bincount(grams.items, weights=self.post_ord, minlength=items).astype(np.float64))
+        inv_name = _inverse(np.bincount(grams.items, weights=self.post_name, minlength=items).astype(np.float64))
+        self.share_ord = self.post_ord * inv_ord[grams.items]  # what a posting adds to each containment
+        self.share_name = self.post_name * inv_name[grams.items]
 
     def dense3(self, tokens: TokenBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32],
                                                   npt.NDArray[np.float32]]:
         """(ordinary-word containment of each item, its names' containment, share of the row's words
         that are the item's ordinary words) for every row of ``tokens`` (not masked) and item."""
-        rows_n, items_n = len(tokens), len(self.inv_ord)
-        pair, flat = self.grams.postings(tokens)
+        rows_n, items_n = len(tokens), len(self.grams.sizes)
+        pair, flat, _ = self.grams.postings(tokens)
         if pair is None:
             empty = np.zeros((rows_n, items_n), np.float32)
             return empty, empty, empty
         size = rows_n * items_n
-        c1 = np.bincount(pair, weights=self.post_ord[flat], minlength=size).reshape(rows_n, items_n) * self.inv_ord
-        cn = np.bincount(pair, weights=self.post_name[flat], minlength=size).reshape(rows_n, items_n) * self.inv_name
+        c1 = np.bincount(pair, weights=self.share_ord[flat], minlength=size).reshape(rows_n, items_n)
+        cn = np.bincount(pair, weights=self.share_name[flat], minlength=size).reshape(rows_n, items_n)
         count = np.bincount(pair, weights=self.post_count[flat], minlength=size).reshape(rows_n, items_n)
         per_row = np.maximum(tokens.word_counts(), 1)[:, None]
         return c1.astype(np.float32), cn.astype(np.float32), (count / per_row).astype(np.float32)

@@ -66,16 +66,43 @@ class RephraseIndex:
         return np.stack(self.parts(tokens), axis=2)
 
     def scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
-        """(rows, items) rephrase scores of each row of ``tokens`` (normalised words) against each item."""
+        """(rows, items) rephrase scores of each row of ``tokens`` (normalised words) against each item:
+        ``features(tokens) @ weights``, with every linear term summed by one ``bincount`` over the
+        postings (only ``c1*names`` needs its two factors as matrices)."""
         out = np.zeros((len(tokens), self.items), np.float32)
         step = max(1, MAX_CELLS // max(self.items, 1))
         for lo in range(0, len(tokens), step):
             part = tokens if step >= len(tokens) else tokens.select(np.arange(lo, min(lo + step, len(tokens))))
-            acc = out[lo : lo + len(part)]
-            for weight, value in zip(self.weights, self.parts(part), strict=True):
-                if weight:
-                    acc += np.float32(weight) * value
+            out[lo : lo + len(part)] = self._scores(part)
         return out
+
+    def _scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
+        w3, w2, w1, wn, wx, wr2, wr1 = self.weights
+        rows_n, cells = len(tokens), len(tokens) * self.items
+        masked = mask_tokens(tokens, self.inside(tokens))
+        counts = tokens.word_counts()
+        pairs, weights = [], []
+        p3, f3, _ = self.c3.postings(masked)
+        if p3 is not None:
+            pairs.append(p3)
+            weights.append(w3 * self.c3.post_share[f3])
+        p2, f2, r2 = self.c2.postings(masked)
+        if p2 is not None:
+            pairs.append(p2)
+            weights.append(w2 * self.c2.post_share[f2] + wr2 / np.maximum(counts - 1, 1)[r2])
+        p1, f1, r1 = self.words.grams.postings(tokens)
+        product: npt.NDArray[np.float64] = np.zeros(cells, np.float64)
+        if p1 is not None:
+            ordinary, names = self.words.share_ord[f1], self.words.share_name[f1]
+            pairs.append(p1)
+            weights.append(w1 * ordinary + wn * names + wr1 * self.words.post_count[f1] / np.maximum(counts, 1)[r1])
+            if wx:
+                product = (np.bincount(p1, weights=ordinary, minlength=cells).astype(np.float64)
+                           * np.bincount(p1, weights=names, minlength=cells) * wx)
+        if not pairs:
+            return np.zeros((rows_n, self.items), np.float32)
+        linear = np.bincount(np.concatenate(pairs), weights=np.concatenate(weights), minlength=cells)
+        return (linear + product).reshape(rows_n, self.items).astype(np.float32)
 
     def best(self, tokens: TokenBatch, top: int = 1) -> tuple[I64, npt.NDArray[np.float32]]:
         """The ``top`` items of highest score per row, best first: (items, scores), each (rows, top)."""
