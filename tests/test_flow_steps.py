@@ -64,3 +64,24 @@ def test_kto_tags_the_samples_that_passed_the_per_sample_gates(make_project, ser
     assert stats.written == 4 and dict(stats.rejected) == {"too_short": 4}
     tags = [(r["output"].split("\n")[0], r["kto_tag"]) for r in proj.data()]
     assert tags == [("Add three to it.", True), ("Subtract instead.", False)] * 2
+
+
+def test_dedup_on_a_property_no_column_writes_keeps_its_memory_across_a_resume(make_project, server):
+    """``near_dedup.fields: [question]`` where no output column carries ``question``: what the gate read is
+    stored beside the written row, and the resume seeds from it."""
+    same = "A farmer has many apples in the orchard and sells some of them at the market every single week"
+
+    def responder(body: dict[str, Any], k: int) -> str:
+        i = _qid(body)
+        return json.dumps({"question": f"{same} (row {i})", "answer": f"Add.\n#### {i + 3}"})
+
+    server.responder = responder
+    proj = make_project(rows=3, quality={"near_dedup": {"fields": ["question"], "threshold": 0.8}},
+                        output={"columns": {"qid": "source.qid", "answer": "answer", "question": None}})
+    rows = proj.rows
+    proj.set_rows(rows[:1])
+    assert proj.augment().written == 1
+    proj.set_rows(rows)                              # the resume: row 0 is done, rows 1-2 repeat it
+    second = proj.augment()
+    assert dict(second.rejected) == {"near_duplicate": 2}
+    assert [r["qid"] for r in proj.data()] == ["q00000"]
