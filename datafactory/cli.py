@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="render a few prompts, count rows, estimate tokens and cost (against --max-cost); "
                         "send nothing")
     a.add_argument("--quiet", action="store_true", help="no progress display")
+    a.add_argument("--batch", action="store_true", help="send the requests as provider batches (Batch API: half "
+                   "the price, results within 24 h); same as provider.mode: batch")
+    a.add_argument("--no-wait", action="store_true", help="batch mode: submit, print what was submitted and exit; "
+                   "rerun the same command to collect")
+    a.add_argument("--cancel-batches", action="store_true", help="batch mode: cancel the run dir's batches still "
+                   "running on the provider")
 
     v = sub.add_parser("validate", help="check a pipeline or train-eval recipe YAML without running it",
                        description="Check a pipeline (config, input file, input columns, gate field names) or "
@@ -143,8 +149,11 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
 
     overrides = {"input": args.input, "output": args.output, "limit": args.limit,
                  "concurrency": args.concurrency, "rpm": args.rpm, "tpm": args.tpm, "provider": args.provider,
-                 "model": args.model, "base_url": args.base_url, "max_cost": args.max_cost}
+                 "model": args.model, "base_url": args.base_url, "max_cost": args.max_cost,
+                 "mode": "batch" if args.batch else None, "batch_wait": False if args.no_wait else None}
     pipe = load_pipeline(args.pipeline, **overrides)
+    if args.cancel_batches:
+        return _cancel_batches(pipe)
     if args.dry_run:
         return _print_plan(pipe)
     from datafactory.engine import signals
@@ -170,6 +179,11 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
               f"configuration has {kept['rows_this_configuration']} so far ({kept['why']}); rerun to finish "
               "and replace them", file=sys.stderr)
     resume = list(argv) if "--output" in argv else [*argv, "--output", pipe.output.dir]
+    from datafactory.engine.batch.driver import notes as batch_notes
+
+    command = "datafactory " + shlex.join(a for a in resume if a not in ("--no-wait", "--cancel-batches"))
+    for line in batch_notes(stats, command):
+        print(line, file=sys.stderr)
     if stopped is not None:
         print(f"\nerror: {redact(str(stopped))}", file=sys.stderr)
         if isinstance(stopped, BudgetExhausted):
@@ -183,6 +197,10 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\nStopped early; everything finished so far is saved in {pipe.output.dir}.\n"
               f"Resume with:  datafactory {shlex.join(resume)}", file=sys.stderr)
         return 143 if stats.stop_signal == signal.SIGTERM else 130
+    if stats.rows_deferred:  # --no-wait: submitted, not failed
+        print(f"{stats.rows_deferred} rows wait for their batches; rerun the same command to collect them",
+              file=sys.stderr)
+        return 0
     if stats.total_written == 0:
         top = stats.top_rejects[0] if stats.top_rejects else None
         why = (f"; top reason: {top[0]} ({top[1]} rows), e.g. {redact(top[2])[:500]}" if top
@@ -246,6 +264,8 @@ def _print_plan(pipe: Any) -> int:
             verdict = (f"the estimate is over it: the run will stop after about {int(share * result.rows)} of "
                        f"{result.rows} rows; rerun with a higher --max-cost to continue")
         print(f"budget: ${budget:.4f} (limits.max_cost_usd / --max-cost): {verdict}")
+    if pipe.provider.mode == "batch":
+        print(f"batch mode: priced at {pipe.pricing.batch_share:.0%} of the online price (pricing.batch_share)")
     print("dry run: nothing was sent")
     return 0
 
@@ -292,3 +312,20 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
 
 COMMANDS = {"augment": _augment, "validate": _validate, "build-info": _build_info, "train-eval": _train_eval,
             "report": _report}
+
+
+def _cancel_batches(pipe: Any) -> int:
+    import asyncio
+
+    from datafactory.engine.batch.driver import cancel_batches
+    from datafactory.providers.registry import api_key_for
+    from datafactory.secrets import register_secret
+
+    key = api_key_for(pipe.provider)
+    register_secret(key)
+    cancelled = asyncio.run(cancel_batches(pipe, key))
+    for info in cancelled:
+        print(f"batch {info.id}: {info.status}")
+    print(f"{len(cancelled)} batch{'es' if len(cancelled) != 1 else ''} cancelled; rerun the same command without "
+          "--cancel-batches to collect what they finished and ask the rest again")
+    return 0

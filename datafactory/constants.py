@@ -10,6 +10,7 @@ REJECTS_FILE = "rejects.jsonl"
 STATS_FILE = "stats.json"
 LOCK_FILE = ".lock"
 DATASET_INFO = "dataset_info.json"
+BATCH_DB = "batches.sqlite"          # batch mode: the requests and batches sent (engine/batch/store.py)
 DEFAULT_RUNS_DIR = "runs"
 
 # ---- limits and retry

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from datafactory import constants as C
+from datafactory.config.batch import MODES, BatchConfig
 from datafactory.config.names import check_gate_names
 from datafactory.config.params import check_params
 from datafactory.config.prompt import PromptTemplate, load_template
@@ -77,6 +78,10 @@ class ProviderConfig:
                                                         "`openai` SDK (see the benchmark)", choices=TRANSPORTS))
     params: dict[str, Any] = field(default_factory=dict, metadata=doc(
         "`temperature`, `top_p`, `max_tokens`, `n`, `seed`, `stop`, `response_format`, …"))
+    mode: str = field(default="online", metadata=doc("`online`: one request at a time; `batch`: the provider's "
+                                                     "Batch API at half the price (`--batch`)", choices=MODES))
+    batch: BatchConfig = field(default_factory=BatchConfig, metadata=doc(
+        "batch mode: splitting and polling (see the `provider.batch.*` keys)", type=dict | None, default=None))
     structured_output: str = field(default="auto", metadata=doc(
         "`auto`: JSON Schema from `schema` as `response_format` (json_object on ZhipuAI), stepping down to "
         "json_object, then the prompt alone, when the server refuses it; or `json_schema`, `json_object`, `off`",
@@ -152,6 +157,8 @@ class PricingConfig:
                                                                    check=non_negative, shown="built-in table"))
     expected_output_tokens: int = field(default=C.DEFAULT_EXPECTED_OUTPUT_TOKENS, metadata=doc(
         "output tokens per request assumed by `--dry-run` estimates", check=positive))
+    batch_share: float = field(default=0.5, metadata=doc(
+        "share of the online price a batch request costs (`provider.mode: batch`)", check=non_negative))
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,7 @@ INPUT_KEYS = keys_from(InputConfig)
 PROMPT_KEYS = {"template": Key(str, doc="YAML with `system` and `user` texts; `{{ var }}` placeholders (JSON "
                                         "examples need no escaping)")}
 PROVIDER_KEYS = keys_from(ProviderConfig)
+BATCH_KEYS = keys_from(BatchConfig)
 LIMIT_KEYS = keys_from(LimitsConfig, skip=("adaptive",))
 OUTPUT_KEYS = keys_from(OutputConfig)
 QUALITY_KEYS = {
@@ -243,6 +251,8 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
     provider = ProviderConfig(kind=pv["kind"], model=pv["model"], base_url=pv["base_url"],
                               api_key_env=pv["api_key_env"] or DEFAULT_KEY_ENV[pv["kind"]],
                               transport=pv["transport"], params=params, structured_output=pv["structured_output"])
+    provider = dataclasses.replace(provider, mode=pv["mode"],  # batch mode (config/batch.py)
+                                   batch=BatchConfig(**check_section(loc, pv["batch"], "provider.batch", BATCH_KEYS)))
 
     lm = check_section(loc, top["limits"], "limits", LIMIT_KEYS)
     if lm["concurrency"] == "auto":
@@ -277,7 +287,7 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
 
 def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
     known = {"input", "output", "limit", "concurrency", "rpm", "tpm", "provider", "model", "base_url",
-             "timeout_s", "max_attempts", "max_cost"}
+             "timeout_s", "max_attempts", "max_cost", "mode", "batch_wait"}
     for key in overrides:
         if key not in known:
             raise ConfigError(f"unknown override '{key}'", suggestion=closest(key, known))
@@ -307,6 +317,12 @@ def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
         prov = dataclasses.replace(prov, model=ov["model"])
     if "base_url" in ov:
         prov = dataclasses.replace(prov, base_url=ov["base_url"])
+    if "mode" in ov:
+        if ov["mode"] not in MODES:
+            raise ConfigError(f"unknown provider mode '{ov['mode']}' (choices: {', '.join(MODES)})")
+        prov = dataclasses.replace(prov, mode=ov["mode"])
+    if "batch_wait" in ov:
+        prov = dataclasses.replace(prov, batch=dataclasses.replace(prov.batch, wait=bool(ov["batch_wait"])))
     limits = dataclasses.replace(pipe.limits, **{k: ov[k] for k in ("rpm", "tpm", "timeout_s", "max_attempts")
                                                  if k in ov})
     if "concurrency" in ov:
