@@ -241,7 +241,12 @@ def test_shipped_gsm8k_rephrase_runs_in_batch_mode_end_to_end(tmp_path: Path, ap
         api = api_for(srv)
         assert srv.requests == 0 and len(api.batch_sizes()) == 1 and max(api.submitted.values()) == 1
         assert stats.sections["batch"]["collected"] == api.batch_sizes()[0] >= 35
-    data = [orjson.loads(line) for line in (tmp_path / "run" / "data" / "gsm8k_rephrase.jsonl").read_bytes().splitlines()]
+        # each line's body is what the online request would be, structured output included
+        body = next(iter(api.batches.values()))["_lines"][0]["body"]
+        assert body["response_format"]["type"] == ("json_schema" if kind == "openai" else "json_object")
+        assert ("n" in body) == (kind == "openai")
+    out = tmp_path / "run" / "data" / "gsm8k_rephrase.jsonl"
+    data = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert len(data) + sum(stats.total_rejected.values()) == 40
     assert len(data) >= 35 and (tmp_path / "run" / "dataset_info.json").is_file()
 
@@ -274,3 +279,14 @@ def test_the_cost_limit_holds_in_batch_mode_and_a_higher_one_continues(make_proj
     assert len(api_for(server).batch_sizes()) > 1  # worst cases released as answers came in: more fit
     proj.augment(max_cost=1.0)
     assert len(proj.data()) == 20 and max(api_for(server).submitted.values()) == 1
+
+
+def test_a_batch_file_over_a_megabyte_is_uploaded_whole(make_project: Any, server: LoopbackServer) -> None:
+    rows = [{"qid": f"q{i:05d}", "question": f"Sam has {i} apples. " + "word " * 400, "answer": f"#### {i}"}
+            for i in range(600)]
+    proj = make_project(rows, provider=BATCH)
+    proj.augment()
+    api = api_for(server)
+    (batch,) = api.batches.values()
+    assert len(api.files[batch["input_file_id"]]["data"]) > 1024 * 1024
+    assert api.batch_sizes() == [600] and len(proj.data()) == 600

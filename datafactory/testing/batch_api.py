@@ -31,12 +31,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from datafactory.testing.faults import completion_body, error_body
 
 _ROUTE = re.compile(r"^/(?:v1|api/paas/v4)/(files|batches)(?:/([^/]+))?(?:/(content|cancel))?/?$")
 _JSON = "application/json"
+MAX_UPLOAD = 256 * 1024 * 1024
 
 
 def is_batch_route(path: str) -> bool:
@@ -139,17 +140,24 @@ class BatchAPI:
 
     # ------------------------------------------------------------------ files
     async def _upload(self, request: web.BaseRequest) -> web.Response:
-        form = await request.post()
-        upload = form.get("file")
-        purpose = form.get("purpose")
-        if not isinstance(upload, web.FileField):
+        # aiohttp refuses bodies over 1 MB by default; batch input files reach 200 MB
+        data: bytes | None = None
+        filename, purpose = "", ""
+        reader = await request.clone(client_max_size=MAX_UPLOAD).multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "file":
+                filename, data = part.filename or "", bytes(await part.read())
+            elif part.name == "purpose":
+                purpose = await part.text()
+        if data is None:
             return _json(400, orjson.loads(error_body(400, "file is required")))
-        data = upload.file.read()
         fid = self._new_id("file")
         with self._lock:
-            self.files[fid] = {"data": data, "filename": upload.filename, "purpose": str(purpose)}
+            self.files[fid] = {"data": data, "filename": filename, "purpose": purpose}
         return _json(200, {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                           "filename": upload.filename, "purpose": str(purpose), "status": "processed"})
+                           "filename": filename, "purpose": purpose, "status": "processed"})
 
     def _content(self, fid: str) -> web.Response:
         with self._lock:
