@@ -40,7 +40,7 @@ def _examples(which: str, n: int = 3) -> dict[str, list[dict[str, Any]]]:
     for i in range(n):
         right = which == "tuned" or i == 0
         reply = HOSTILE if which == "tuned" and i == 1 else (f"So {16 + i} + 2 = {18 + i}.\n#### {18 + i}" if right
-                                                              else f"I think it is {i}.")
+                                                              else f"I think it is {i}." if i == 1 else "\n" * 16)
         out.append({"doc_id": i, "question": f"Ana has {16 + i} apples and buys 2 more. How many now? <b>{i}</b>",
                     "target": f"{16 + i} + 2 = {18 + i}\n#### {18 + i}", "response": reply,
                     "filters": {"strict-match": {"answer": str(18 + i) if right else "[invalid]",
@@ -118,6 +118,7 @@ def test_train_eval_report_shows_scores_losses_best_step_samples_and_stage_times
     assert "Ana has 17 apples and buys 2 more. How many now? <b>1</b>" in text
     assert HOSTILE.split("\n")[0] in text
     assert "I think it is 1." in text
+    assert "(whitespace only: 16 characters, 16 line breaks)" in text  # what a tiny model often answers
     html = path.read_text()
     assert "best: step 20" in html and html.count("<polyline") >= 2 and "<circle" in html  # curves, best marked
     assert "<b>1</b>" not in html and "&lt;script&gt;alert(&#x27;tuned&#x27;)" in html

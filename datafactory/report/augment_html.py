@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from datafactory.report.augment_data import AugmentRun
-from datafactory.report.html import Safe, as_json, cards, el, fields, join, note, num, pre, section, table
+from datafactory.report.html import Safe, as_json, cards, el, fields, join, note, num, pre, section, table, text_block
 from datafactory.report.svg import PALETTE, Series, hbar_chart, legend, line_chart
 from datafactory.report.timeline import levels, rates
 
@@ -180,7 +180,8 @@ def _rejects(run: AugmentRun) -> list[Safe]:
                     + (f" · reply was {num(rej['raw_output_chars'])} chars" if rej.get("raw_output_chars") else ""))
             raw = rej.get("raw_output")
             error = el("div", el("h4", "last error"), pre(rej.get("last_error") or "", TEXT_LIMIT))
-            reply = el("div", el("h4", "raw output"), pre(raw, TEXT_LIMIT) if raw else note("none (no reply)"))
+            reply = el("div", el("h4", "raw output"), text_block(raw, TEXT_LIMIT) if raw is not None
+                       else note("none (no reply)"))
             out.append(el("div", el("div", meta, class_="meta"), el("div", error, reply, class_="pair"),
                           class_="sample"))
     return out

@@ -61,6 +61,16 @@ def pre(text: Any, limit: int = 4000, *, class_: str | None = None) -> Safe:
     return el("pre", clip(text, limit), class_=class_)
 
 
+def text_block(text: Any, limit: int = 4000) -> Safe:
+    """Model text in a ``<pre>``; an empty or whitespace-only text says so instead of showing a blank box."""
+    s = "" if text is None else str(text)
+    if not s:
+        return note("(empty)")
+    if not s.strip():
+        return note(f"(whitespace only: {len(s)} characters, {s.count(chr(10))} line breaks)")
+    return pre(s, limit)
+
+
 def as_json(value: Any, limit: int = 4000) -> str:
     """Pretty JSON of ``value`` for a ``<pre>`` (clipped); strings come back as they are."""
     if isinstance(value, str):

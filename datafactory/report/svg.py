@@ -150,7 +150,7 @@ def grouped_bars(groups: Sequence[tuple[str, Sequence[tuple[str, float | None, f
         return Safe("")
     left, right, top, bottom = 52, 14, 14, 40
     height = 210
-    peak = max([(v or 0) + (e or 0) for _, v, e in bars] + [1e-9])
+    peak = max([(v or 0) + (e or 0) for _, v, e in bars] + [0.1 if percent else 1e-9])  # all zero: 0..10 %
     yt = nice_ticks(0.0, peak, 4)
     y1 = yt[-1] or 1.0
     pw, ph = width - left - right, height - top - bottom

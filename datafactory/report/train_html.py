@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datafactory.report.html import Safe, el, join, kv_table, note, num, pre, section, table
+from datafactory.report.html import Safe, el, join, kv_table, note, num, pre, section, table, text_block
 from datafactory.report.svg import PALETTE, Series, grouped_bars, hbar_chart, legend, line_chart
 from datafactory.report.train_data import TrainRun, paired_examples
 
@@ -113,7 +113,7 @@ def _answer(which: str, entry: dict[str, Any] | None) -> Safe:
         sign = el("span", "✓", class_="ok") if em == 1.0 else el("span", "✗", class_="bad") if em == 0.0 else "?"
         marks.append(el("div", sign, f" {flt}: ", el("code", r.get("answer") if r.get("answer") is not None else ""),
                         class_="meta"))
-    return el("div", el("h4", f"{which} reply"), pre(entry.get("response") or "", TEXT_LIMIT), *marks)
+    return el("div", el("h4", f"{which} reply"), text_block(entry.get("response"), TEXT_LIMIT), *marks)
 
 
 def _stages(run: TrainRun) -> list[Safe]:
