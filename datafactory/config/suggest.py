@@ -15,8 +15,16 @@ def closest(name: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | 
 def suggest(name: str, choices: Iterable[str]) -> str | None:
     """Did-you-mean: the closest spelling, else a choice that is a prefix of ``name`` (``evaluation`` → ``eval``)."""
     options = [str(c) for c in choices]
-    hit = closest(name, options)
+    # two neighbouring letters swapped is the commonest typo: ``modle`` means ``model``, not ``mode``
+    hit = next((c for c in options if _swapped(name, c)), None) or closest(name, options)
     if hit is None:
         prefixed = [c for c in options if len(c) >= 3 and (name.startswith(c) or c.startswith(name))]
         hit = max(prefixed, key=len) if prefixed else None
     return hit
+
+
+def _swapped(name: str, choice: str) -> bool:
+    """``choice`` is ``name`` with two neighbouring letters swapped back."""
+    diff = [i for i, (a, b) in enumerate(zip(name, choice, strict=False)) if a != b]
+    return (len(name) == len(choice) and len(diff) == 2 and diff[1] == diff[0] + 1
+            and name[diff[0]] == choice[diff[1]] and name[diff[1]] == choice[diff[0]])
