@@ -89,8 +89,10 @@ def report(run_dirs: str | Path | Sequence[str | Path], *, output: str | Path | 
            fingerprint: str | None = None) -> Path:
     """Write the HTML report of one run dir (default ``RUN_DIR/report.html``) or of several side by side
     (default ``./report.html``); returns its path. A folder that is no run dir raises NotARunDir."""
+    from datafactory.secrets import redact
+
     dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
-    text = render(dirs, fingerprint=fingerprint)
+    text = redact(render(dirs, fingerprint=fingerprint))  # what the run stored is redacted already; belt and braces
     target = Path(output) if output is not None else (Path(dirs[0]) / REPORT_FILE if len(dirs) == 1
                                                        else Path(REPORT_FILE))
     target.parent.mkdir(parents=True, exist_ok=True)
