@@ -155,12 +155,14 @@ def _timeline(run: AugmentRun) -> list[Safe]:
 def _written(run: AugmentRun) -> list[Safe]:
     if not run.written:
         return [note("no row was written")]
-    out = [note(f"the first {len(run.written)} written rows (from {run.samples_from})")]
+    n = len(run.written)
+    out = [note(f"the first {n} written row{'s' if n != 1 else ''} (from {run.samples_from})")]
     if run.source_note:
         out.append(note(run.source_note))
     for s in run.written:
         where = f"input row {s.position}" if s.position is not None else "input row"
-        left = fields(s.source, TEXT_LIMIT) if s.source is not None else note("not available")
+        left = (fields(s.source, TEXT_LIMIT) if s.source is not None
+                else note("not available" + ("" if s.position is not None else " (no cache.sqlite to find it by)")))
         out.append(el("div", el("div", f"id {s.id}", class_="meta"),
                       el("div", el("div", el("h4", f"source ({where})"), left),
                          el("div", el("h4", "written"), fields(s.row, TEXT_LIMIT)), class_="pair"),
