@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--tpm", type=float, help="tokens per minute limit")
     a.add_argument("--provider", help="provider kind: openai (any OpenAI-compatible server) or zhipuai")
     a.add_argument("--model", help="model name")
-    a.add_argument("--base-url", help="API base URL, e.g. http://127.0.0.1:8000/v1 for a local vLLM/Ollama")
+    a.add_argument("--base-url", action="append", help="API base URL, e.g. http://127.0.0.1:8000/v1 for a local "
+                   "vLLM/Ollama; more than once: several endpoints (requests shared, failover)")
     a.add_argument("--max-cost", type=float, metavar="USD",
                    help="stop before the run dir's spend (priced from the usage servers report) could pass "
                         "this; overrides limits.max_cost_usd")

@@ -110,6 +110,7 @@ def pipeline_table(steps: Steps | None = None) -> str:
             body += rows(sections[name], f"{name}.")
             if name == "provider":  # a nested block with its own dataclass
                 body += rows(P.BATCH_KEYS, "provider.batch.")
+                body += rows(P.ENDPOINTS_KEYS, "provider.endpoints[].")
         elif name == "quality":
             # the quality block's own options (reask); its step blocks come from the registry
             plain = {k: v for k, v in P.QUALITY_KEYS.items() if dict not in _types(v)}

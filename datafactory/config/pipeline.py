@@ -16,6 +16,7 @@ from typing import Any
 
 from datafactory import constants as C
 from datafactory.config.batch import MODES, BatchConfig
+from datafactory.config.endpoints import ENDPOINT_KEYS, EndpointConfig, from_urls, load_endpoints
 from datafactory.config.names import check_gate_names
 from datafactory.config.params import check_params
 from datafactory.config.prompt import PromptTemplate, load_template
@@ -86,6 +87,10 @@ class ProviderConfig:
         "`auto`: JSON Schema from `schema` as `response_format` (json_object on ZhipuAI), stepping down to "
         "json_object, then the prompt alone, when the server refuses it; or `json_schema`, `json_object`, `off`",
         choices=STRUCTURED_MODES))
+    endpoints: list[EndpointConfig] = field(default_factory=list, metadata=doc(
+        "several servers or keys for this provider: a list of `{base_url, api_key_env, weight, concurrency}` "
+        "(see the `provider.endpoints[].*` keys; `--base-url` more than once); requests go where there is room, "
+        "a failing endpoint is taken out and probed back", type=list | None, default=None, shown="none"))
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,7 @@ PROMPT_KEYS = {"template": Key(str, doc="YAML with `system` and `user` texts; `{
                                         "examples need no escaping)")}
 PROVIDER_KEYS = keys_from(ProviderConfig)
 BATCH_KEYS = keys_from(BatchConfig)
+ENDPOINTS_KEYS = ENDPOINT_KEYS  # provider.endpoints[] (config/endpoints.py)
 LIMIT_KEYS = keys_from(LimitsConfig, skip=("adaptive",))
 OUTPUT_KEYS = keys_from(OutputConfig)
 QUALITY_KEYS = {
@@ -251,6 +257,7 @@ def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
     provider = ProviderConfig(kind=pv["kind"], model=pv["model"], base_url=pv["base_url"],
                               api_key_env=pv["api_key_env"] or DEFAULT_KEY_ENV[pv["kind"]],
                               transport=pv["transport"], params=params, structured_output=pv["structured_output"])
+    provider = dataclasses.replace(provider, endpoints=load_endpoints(loc, pv["endpoints"], provider.api_key_env))
     provider = dataclasses.replace(provider, mode=pv["mode"],  # batch mode (config/batch.py)
                                    batch=BatchConfig(**check_section(loc, pv["batch"], "provider.batch", BATCH_KEYS)))
 
@@ -315,8 +322,10 @@ def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
         prov = dataclasses.replace(prov, kind=kind, api_key_env=key_env)
     if "model" in ov:
         prov = dataclasses.replace(prov, model=ov["model"])
-    if "base_url" in ov:
-        prov = dataclasses.replace(prov, base_url=ov["base_url"])
+    if "base_url" in ov:  # --base-url once: the URL; more than once: that many endpoints
+        urls = [ov["base_url"]] if isinstance(ov["base_url"], str) else list(ov["base_url"])
+        prov = dataclasses.replace(prov, base_url=urls[0] if len(urls) == 1 else None,
+                                   endpoints=from_urls(urls, prov.api_key_env) if len(urls) > 1 else [])
     if "mode" in ov:
         if ov["mode"] not in MODES:
             raise ConfigError(f"unknown provider mode '{ov['mode']}' (choices: {', '.join(MODES)})")

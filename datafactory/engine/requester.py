@@ -22,6 +22,7 @@ from datafactory.engine.retry import with_retries
 from datafactory.engine.stats import Stats
 from datafactory.errors import ProviderError, RateLimited, RequestFailed
 from datafactory.providers.base import Completion, Provider
+from datafactory.providers.pool import PoolProvider
 from datafactory.providers.pricing import cost
 from datafactory.providers.status import parse_reset
 from datafactory.providers.structured import structured
@@ -53,6 +54,8 @@ class Requester:
         self.pipe, self.cache, self.limits, self.stats = pipe, cache, limits, stats
         # response_format from the schema (not in the cache key: see providers/structured.py)
         cfg = pipe.provider
+        if isinstance(provider, PoolProvider):  # several endpoints: their counts in stats.json
+            stats.sections["endpoints"] = provider.report
         self.provider = structured(provider, cfg.structured_output, cfg.kind, pipe.schema, cfg.params, pipe.name,
                                    stats.sections.setdefault("structured_output", {}))
         # limits.concurrency auto: the scheduler runs max_concurrency workers, this decides how many send
