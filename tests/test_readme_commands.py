@@ -68,7 +68,7 @@ def test_readme_main_command_installs_and_runs_the_main_job_in_a_fresh_copy(tmp_
                               timeout=880)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "dry run: nothing was sent" in proc.stdout
-        assert server.requests >= 200
+        assert server.requests >= 190  # the input-side decontamination rejects a few rows unsent
     run = copy / "runs" / "gsm8k_rephrase"
     stats = json.loads((run / "stats.json").read_text())
     assert stats["written"] >= 190  # a few gates may still catch a reversed rephrase

@@ -43,7 +43,7 @@ class DecontamGate:
     def __init__(self, fields: FieldSpec = ("question",), eval_sets: Sequence[EvalSpec] = ("gsm8k",),
                  text_field: str = "question", *, ngram: int = 13, methods: Sequence[str] = METHODS,
                  threshold: float = THRESHOLD, inputs: Sequence[str] = (), judge: bool = False,
-                 judge_above: float = 0.3, judge_top_k: int = 2) -> None:
+                 judge_above: float = 0.15, judge_top_k: int = 2) -> None:
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(methods)}")

@@ -161,7 +161,7 @@ class GramIndex:
         at = self.table.find(grams)
         found = np.flatnonzero(at >= 0)
         codes = np.sort(rows[found] * len(self.keys) + at[found])
-        codes = codes[np.concatenate(([True], codes[1:] != codes[:-1]))]  # distinct (row, gram) pairs
+        codes = codes[np.concatenate((codes[:1] == codes[:1], codes[1:] != codes[:-1]))]  # distinct (row, gram)
         rows, at = codes // len(self.keys), codes % len(self.keys)
         lens = self.offsets[at + 1] - self.offsets[at]
         flat = np.arange(int(lens.sum())) + np.repeat(self.offsets[at] - (np.cumsum(lens) - lens), lens)

@@ -100,13 +100,14 @@ class DecontaminateConfig:
     methods: list[str] = field(default_factory=lambda: ["ngram", "rephrase"], metadata=doc(
         "`ngram` (shared word n-gram) and/or `rephrase` (masked n-gram containment + names/numbers: catches "
         "reordered, renamed, renumbered, reworded copies)", check=_methods))
-    threshold: float = field(default=0.5, metadata=doc(
-        "`rephrase` score (0-1, a verbatim copy is 1) at or above which a text is contaminated", check=_share))
+    threshold: float = field(default=0.225, metadata=doc(
+        "`rephrase` score at or above which a text is contaminated (0.225: 1% false positives on GSM8K train, "
+        "see benchmarks/decontam.py)", check=_share))
     inputs: list[str] = field(default_factory=list, metadata=doc(
         "mapped input fields checked before the request: a contaminated input row costs nothing"))
     judge: bool = field(default=False, metadata=doc(
         "ask the pipeline's model \"same problem?\" about borderline records (cached, counted in cost)"))
-    judge_above: float = field(default=0.3, metadata=doc(
+    judge_above: float = field(default=0.15, metadata=doc(
         "`rephrase` score from which a kept record goes to the judge", check=_share))
     judge_top_k: int = field(default=2, metadata=doc("nearest eval items the judge compares", check=positive))
 
