@@ -280,3 +280,17 @@ def test_the_cli_exit_code_does_not_depend_on_the_report(make_project, server):
     assert done.returncode == 0, done.stderr
     assert "could not write" in done.stderr and "report.html" in done.stderr
     assert len(proj.data()) == 4
+
+
+@needs_browser
+def test_an_adaptive_run_shows_its_concurrency_limit_over_time(make_project, server, tmp_path):
+    server.latency_s = 0.02
+    proj = make_project(rows=600, limits={"concurrency": "auto", "max_concurrency": 24})
+    proj.augment()
+    history = proj.stats()["adaptive_concurrency"]["history"]
+    assert len(history) >= 2
+    page = render(proj.run_dir / "report.html", screenshot=screenshot_path(tmp_path, "augment_adaptive.png"))
+    assert page.errors == []
+    assert "concurrency limit (adaptive)" in page.text
+    html = (proj.run_dir / "report.html").read_text()
+    assert "concurrency limit (adaptive)</title>" in html  # drawn, not only named

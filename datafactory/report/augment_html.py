@@ -139,17 +139,38 @@ def _timeline(run: AugmentRun) -> list[Safe]:
                Series("429s/s", rates(samples, "rate_limited_429"), PALETTE[3], dashed=True)]
     out = [legend(throughput), line_chart(throughput, label="throughput", y_label="per s", height=170, x_min=0.0)]
     inflight = [Series("requests in flight", levels(samples, "in_flight"), PALETTE[4])]
-    if any(p.get("in_flight") for p in samples):
+    if not any(p.get("in_flight") for p in samples):
+        inflight = []
+        out.append(note("requests in flight: none recorded (this version of the engine does not count them)"))
+    limit = _adaptive_limit(run.stats, float(samples[-1]["t"]))
+    if limit is not None:
+        inflight.append(limit)
+    if inflight:
         out += [legend(inflight), line_chart(inflight, label="in flight", y_label="requests", height=130,
                                              x_min=0.0)]
-    else:
-        out.append(note("requests in flight: none recorded (this version of the engine does not count them)"))
     step = (samples[-1]["t"] - samples[0]["t"]) / max(1, len(samples) - 1)
     out += [legend(trouble), line_chart(trouble, label="retries and 429s", x_label="seconds since start",
                                         y_label="per s", height=150, x_min=0.0),
             note(f"{len(run.timeline)} samples, about one every {step:.3g} s (timeline.jsonl); "
                  "rates are per second between samples")]
     return out
+
+
+def _adaptive_limit(stats: dict[str, Any], end: float) -> Series | None:
+    """The adaptive concurrency limit over time (stats.json ``adaptive_concurrency.history``), a staircase."""
+    history = (stats.get("adaptive_concurrency") or {}).get("history")
+    if not isinstance(history, list) or not history:
+        return None
+    pts: list[tuple[float, float]] = []
+    for item in history:
+        if isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item):
+            if pts:
+                pts.append((float(item[0]), pts[-1][1]))
+            pts.append((float(item[0]), float(item[1])))
+    if not pts:
+        return None
+    pts.append((max(end, pts[-1][0]), pts[-1][1]))
+    return Series("concurrency limit (adaptive)", pts, PALETTE[2], dashed=True)
 
 
 def _written(run: AugmentRun) -> list[Safe]:
