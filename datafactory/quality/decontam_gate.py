@@ -19,6 +19,7 @@ Counters per eval set (what was rejected, by method and stage) are in :meth:`Dec
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,7 @@ class DecontamGate:
     """Rejects records (and input rows) that copy or rephrase an eval item (see the module docstring)."""
 
     name = "decontam"
+    stats_section = "decontamination"  # the key of :attr:`report` in stats.json's sections
 
     def __init__(self, fields: FieldSpec = ("question",), eval_sets: Sequence[EvalSpec] = ("gsm8k",),
                  text_field: str = "question", *, ngram: int = 13, methods: Sequence[str] = METHODS,
@@ -66,9 +68,14 @@ class DecontamGate:
         self.exact = Decontaminator(ngram=ngram, fields=self.fields, eval_sets=())
         self.exact.add_items(zip(self.ids, self.texts, strict=True))
         self.index = RephraseIndex(self.texts) if "rephrase" in self.methods or judge else None
-        # per eval set: rejects by stage ("output"/"input") and method; judge requests and answers
-        self.rejected: dict[str, Counter[str]] = {name: Counter() for name in self.set_names}
-        self.judge_counts: Counter[str] = Counter()
+        # the stats.json block, kept current: per eval set its rejects by stage ("output"/"input") and
+        # method; the judge's requests and answers
+        sizes = Counter(self._set_of)
+        self.report: dict[str, Any] = {
+            "eval_sets": {name: {"items": sizes[i], "rejected": 0} for i, name in enumerate(self.set_names)},
+            "methods": list(self.methods), "threshold": self.threshold, "inputs": list(self.inputs)}
+        if judge:
+            self.report["judge"] = {}
 
     @property
     def items(self) -> int:
@@ -142,26 +149,27 @@ class DecontamGate:
 
     # ------------------------------------------------------------------ rejects and counts
     def _reject(self, item: int, method: str, score: float, stage: str, extra: str = "") -> Reject:
-        self.rejected[self.set_names[self._set_of[item]]][f"{stage}_{method.rstrip('0123456789')}"] += 1
+        self.count(item, f"{stage}_{method.rstrip('0123456789')}")
         return Reject("contaminated", f"{self.ids[item]} {method} {score:.2f}{extra}: {self.quote(item)}")
 
     def quote(self, item: int) -> str:
         text = " ".join(self.texts[item].split())
         return '"' + (text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS].rstrip() + " ...") + '"'
 
+    def count(self, item: int, key: str) -> None:
+        """One more reject of ``key`` (stage_method) against ``item``'s eval set."""
+        entry = self.report["eval_sets"][self.set_names[self._set_of[item]]]
+        entry[key] = entry.get(key, 0) + 1
+        entry["rejected"] += 1
+
+    def count_judge(self, key: str) -> None:
+        judge = self.report.setdefault("judge", {})
+        judge[key] = judge.get(key, 0) + 1
+
     def counters(self) -> dict[str, Any]:
         """What this gate rejected in this process, per eval set, plus the judge's requests: the
-        ``decontamination`` block of stats.json."""
-        sets = {}
-        for index, name in enumerate(self.set_names):
-            counts = self.rejected[name]
-            sets[name] = {"items": self._set_of.count(index), "rejected": sum(counts.values()),
-                          **dict(sorted(counts.items()))}
-        block: dict[str, Any] = {"eval_sets": sets, "methods": list(self.methods), "threshold": self.threshold,
-                                 "inputs": list(self.inputs)}
-        if self.judge_enabled:
-            block["judge"] = dict(sorted(self.judge_counts.items()))
-        return block
+        ``decontamination`` block of stats.json (a copy of :attr:`report`, which is kept current)."""
+        return json.loads(json.dumps(self.report))
 
 
 def decontamination_section(gates: Sequence[object]) -> dict[str, Any] | None:

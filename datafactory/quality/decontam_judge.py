@@ -46,21 +46,20 @@ def reply_text(answer: Any) -> str:
 
 async def judge(gate: DecontamGate, text: str, ask: Any) -> Reject | None:
     """Ask about ``text``'s nearest eval items (see the module docstring)."""
-    counts = gate.judge_counts
     for item, score in gate.candidates(text):
         if score < gate.judge_above:
             break  # best first: the rest score lower still
-        counts["asked"] += 1
+        gate.count_judge("asked")
         try:
             answer = await ask(judge_messages(text, gate.texts[item]), dict(PARAMS))
         except RequestFailed:
-            counts["failed"] += 1
+            gate.count_judge("failed")
             continue
         if getattr(answer, "cached", False):
-            counts["cached"] += 1
+            gate.count_judge("cached")
         if said_yes(reply_text(answer)):
-            counts["same"] += 1
-            gate.rejected[gate.set_names[gate.set_of(item)]]["output_llm_judge"] += 1
+            gate.count_judge("same")
+            gate.count(item, "output_llm_judge")
             return Reject("contaminated", f"{gate.ids[item]} llm_judge {score:.2f}: {gate.quote(item)}")
-        counts["different"] += 1
+        gate.count_judge("different")
     return None
