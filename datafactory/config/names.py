@@ -14,7 +14,7 @@ line and key with a did-you-mean:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,13 +70,20 @@ def check_gate_names(loc: Located, quality: dict[str, Any], schema: dict[str, An
                                 f"(input.fields: {_listing(fields)})", suggestion=closest(str(var), fields))
 
 
-def input_columns(pipe: Pipeline, rows: int = SAMPLE_ROWS) -> set[str] | None:
-    """Columns seen in the first ``rows`` decodable rows of the input (None: no decodable row)."""
+def input_columns(pipe: Pipeline, rows: int = SAMPLE_ROWS, head: Sequence[Any] | None = None) -> set[str] | None:
+    """Columns seen in the first ``rows`` decodable rows of the input (None: no decodable row).
+    ``head``: those ``(position, row)`` pairs, already read by the caller (the run reads its input once)."""
     from datafactory.io.readers import BadRow, iter_rows
 
-    inp = pipe.input
     seen: set[str] = set()
     found = False
+    if head is not None:
+        for _, row in head[:rows]:
+            if not isinstance(row, BadRow):
+                seen.update(row)
+                found = True
+        return seen if found else None
+    inp = pipe.input
     it = iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset)
     try:
         for n, (_, row) in enumerate(it, start=1):
@@ -91,9 +98,9 @@ def input_columns(pipe: Pipeline, rows: int = SAMPLE_ROWS) -> set[str] | None:
     return seen if found else None
 
 
-def check_input_columns(pipe: Pipeline, rows: int = SAMPLE_ROWS) -> None:
+def check_input_columns(pipe: Pipeline, rows: int = SAMPLE_ROWS, head: Sequence[Any] | None = None) -> None:
     """ConfigError naming the ``input.fields`` entry whose column is in none of the first rows."""
-    columns = input_columns(pipe, rows)
+    columns = input_columns(pipe, rows, head)
     if columns is None:
         return  # no decodable row: every row is rejected as bad_input, which the run reports itself
     for var, col in pipe.input.fields.items():

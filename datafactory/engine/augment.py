@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from datafactory.config.names import check_input_columns
+from datafactory.config.names import SAMPLE_ROWS, check_input_columns
 from datafactory.config.pipeline import Pipeline, load_pipeline
 from datafactory.engine.breaker import breaker_for
 from datafactory.engine.budget import budget_for
@@ -22,6 +22,8 @@ from datafactory.engine.cache import Cache
 from datafactory.engine.config_change import detect as detect_config_change
 from datafactory.engine.config_change import fingerprint, fingerprint_parts
 from datafactory.engine.export import finalize
+from datafactory.engine.input import input_for
+from datafactory.engine.input import release as release_input
 from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import NoProgress, Progress, auto_progress
 from datafactory.engine.ratelimit import Limits
@@ -78,16 +80,12 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def _preflight_input(pipe: Pipeline) -> None:
-    """Fail before any request when the input cannot be opened at all."""
-    inp = pipe.input
-    rows = iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset)
-    try:
-        first = next(rows, None)
-    finally:
-        with contextlib.suppress(Exception):
-            rows.close()  # type: ignore[attr-defined]
-    if first is None:
-        raise InputError("input has no rows", file=inp.path)
+    """Fail before any request when the input cannot be opened at all, or lacks a mapped column; both
+    from the first rows of the stream the run goes on reading (``engine/input.py``)."""
+    head = input_for(pipe).head(SAMPLE_ROWS)
+    if not head:
+        raise InputError("input has no rows", file=pipe.input.path)
+    check_input_columns(pipe, head=head)  # a typo in input.fields would cost every row in requests
 
 
 def _prepare(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> tuple[Pipeline, str]:
@@ -95,8 +93,11 @@ def _prepare(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> tupl
     pipe = _as_pipeline(pipeline, overrides)
     key = api_key_for(pipe.provider)
     register_secret(key)
-    _preflight_input(pipe)
-    check_input_columns(pipe)  # a typo in input.fields would cost every row in requests
+    try:
+        _preflight_input(pipe)
+    except BaseException:
+        release_input(pipe)
+        raise
     return pipe, key
 
 
@@ -179,6 +180,7 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
             await provider.aclose()
         if cache is not None:
             cache.close()
+        release_input(pipe)
         run.release()
 
 
@@ -235,7 +237,7 @@ def _input_texts(pipe: Pipeline, variables: list[str], counted: list[int]) -> It
     """The input texts of ``variables``; appends the number of rows read to ``counted`` at the end."""
     inp = pipe.input
     n = 0
-    for _, row in iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset):
+    for _, row in input_for(pipe).rows():
         n += 1
         if isinstance(row, BadRow):
             continue

@@ -51,6 +51,12 @@ class StepStats:
         c.rejected += rejected
         c.seconds += perf_counter() - started
 
+    def count(self, step: str, taken: int, rejected: int) -> None:
+        """Count without timing (an async step times its synchronous parts itself, with ``time``)."""
+        c = self.counts[step]
+        c.taken += taken
+        c.rejected += rejected
+
     def time(self, step: str, seconds: float) -> None:
         """Add ``seconds`` a step measured itself (the synchronous part of an async step)."""
         self.counts[step].seconds += seconds

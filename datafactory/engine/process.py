@@ -45,20 +45,21 @@ class RowProcessor:
 
     async def process(self, row: Record) -> list[Record]:
         counts = self.counts
-        t0 = now()
-        ok = self.source(row)
-        counts.add("input", 1, not ok, t0)
-        if not ok:
+        if "mapped" not in row.meta:  # the scheduler runs the input step on its batches (input_batch)
+            t0 = now()
+            ok = self.source(row)
+            counts.add("input", 1, not ok, t0)
+            if not ok:
+                return [row]
+        elif is_rejected(row):
             return [row]
-        t0 = now()
         samples = await self.request(row)
-        counts.add("request", 1, is_rejected(samples[0]), t0)
+        counts.count("request", 1, is_rejected(samples[0]))
         if is_rejected(samples[0]):
             return samples
         for rec in samples:
-            t0 = now()
             good = await self.parse(rec)
-            counts.add("parse", 1, not good, t0)
+            counts.count("parse", 1, not good)
         if self.paired:
             out = [r for r in samples if not is_rejected(r)]
             t0 = now()
@@ -79,6 +80,21 @@ class RowProcessor:
             return [*made, *(r for r in samples if is_rejected(r))]
         return out
 
+    def input_batch(self, rows: list[Record]) -> None:
+        """The input step over a batch of rows read (before they are queued): mapped, source gates once."""
+        t0 = now()
+        rejected = self.source.batch(rows)
+        for row in rows:
+            row.meta["mapped"] = True
+        self.counts.add("input", len(rows), rejected, t0)
+
+    def publish_steps(self) -> dict:
+        """The per-step counts for stats.json (once, at the end of the run), with the time the async
+        steps measured in their synchronous parts."""
+        self.counts.time("request", self.request.seconds)
+        self.counts.time("parse", self.parse.seconds)
+        return self.counts.publish()
+
     async def _gates(self, records: list[Record]) -> None:
         """The gates without memory (micro-batched), then the async gates, on ``records``."""
         if not records:
@@ -90,9 +106,8 @@ class RowProcessor:
                     reject(rec, "gate", verdict.reason, verdict.detail)
         for gate in self.steps.asynchronous:
             alive = [r for r in records if not is_rejected(r)]
-            t0 = now()
             for rec in alive:
                 verdict = await gate.acheck(rec, self.req.ask)
                 if verdict is not None:
                     reject(rec, "gate", verdict.reason, verdict.detail)
-            self.counts.add("async_gates", len(alive), sum(is_rejected(r) for r in alive), t0)
+            self.counts.count("async_gates", len(alive), sum(is_rejected(r) for r in alive))

@@ -21,12 +21,13 @@ from typing import Any
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.cache import Cache
 from datafactory.engine.commit import CommitBatcher
+from datafactory.engine.input import input_for
 from datafactory.engine.ordered import OrderedGates
 from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import Progress
 from datafactory.engine.stats import Stats
 from datafactory.errors import RequestDeferred, RunStopped
-from datafactory.io.readers import BadRow, iter_rows
+from datafactory.io.readers import BadRow
 from datafactory.record import Record, content_hash
 
 STOP_GRACE_S = 3.0      # after Ctrl-C, let requests already on the wire land (they are paid for)
@@ -93,7 +94,7 @@ class Scheduler:
                 self.ordered.close()
             finally:
                 self.commits.close()
-                steps = self.processor.counts.publish()
+                steps = self.processor.publish_steps()
                 if "ordered_gates" in steps:
                     steps["ordered_gates"]["out_of_order"] = self.ordered.out_of_order
         if self.halted is not None:
@@ -140,7 +141,7 @@ class Scheduler:
 
     async def _feed(self, queue: asyncio.Queue[Record | None]) -> None:
         inp = self.pipe.input
-        rows = iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset)
+        rows = input_for(self.pipe).rows()  # one stream per run for a hub dataset (engine/input.py)
         seen: dict[int, int] = {}
         seq = 0
         try:
@@ -148,9 +149,10 @@ class Scheduler:
                 batch = await asyncio.to_thread(_take, rows, BATCH)
                 if not batch:
                     break
+                todo: list[Record] = []
                 for pos, row in batch:
                     if inp.limit is not None and seq >= inp.limit:
-                        return
+                        break
                     seq += 1
                     key = row_key(row)
                     h = int(key, 16)
@@ -168,7 +170,12 @@ class Scheduler:
                         meta["duplicate_of"] = dup_of
                     if isinstance(row, BadRow):
                         meta["bad"] = row
-                    await queue.put(Record(id=key, source={} if isinstance(row, BadRow) else row, meta=meta))
+                    todo.append(Record(id=key, source={} if isinstance(row, BadRow) else row, meta=meta))
+                self.processor.input_batch(todo)  # the input step (source gates) once over the batch
+                for rec in todo:
+                    await queue.put(rec)
+                if inp.limit is not None and seq >= inp.limit:
+                    return
         finally:
             with contextlib.suppress(Exception):
                 rows.close()  # type: ignore[attr-defined]

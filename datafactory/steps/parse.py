@@ -9,6 +9,7 @@ A big reply is parsed off the event loop so the other rows keep going.
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ class ParseStep:
     def __init__(self, schema: dict[str, Any], requester: Requester, params: dict[str, Any], reask: int) -> None:
         self.validator = SchemaValidator(schema)
         self.req, self.reask = requester, reask
+        self.seconds = 0.0  # time parsing and validating on the event loop (not the wait for re-asks)
         self.params = {**params, "n": 1} if "n" in params else params
 
     async def __call__(self, rec: Record) -> bool:
@@ -78,7 +80,11 @@ class ParseStep:
     async def _checked(self, text: str) -> dict[str, Any]:
         if len(text) > C.PARSE_OFF_LOOP_CHARS:
             return await asyncio.to_thread(self._check, text)
-        return self._check(text)
+        t0 = perf_counter()
+        try:
+            return self._check(text)
+        finally:
+            self.seconds += perf_counter() - t0
 
     def _check(self, text: str) -> dict[str, Any]:
         obj = extract_json_object(text)

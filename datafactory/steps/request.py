@@ -9,6 +9,7 @@ seeded server does not repeat itself. A request that failed after its retries is
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any
 
 from datafactory.engine.outcome import reject
@@ -51,16 +52,20 @@ class RequestStep:
     def __init__(self, render: Any, requester: Requester, params: dict[str, Any]) -> None:
         self.render, self.req, self.params = render, requester, params
         self.samples = sample_count(params)
+        self.seconds = 0.0  # time in render and record making (not the wait for the response)
 
     async def __call__(self, rec: Record) -> list[Record]:
         """The sample records of ``rec`` (ids ``key-i`` when ``n`` > 1), or ``[rec]`` rejected."""
+        t0 = perf_counter()
         messages = self.render(rec.source)
+        self.seconds += perf_counter() - t0
         try:
             choices, attempts = await self._sample(messages)
         except RequestFailed as failed:
             return [request_reject(rec, failed)]
         if not choices:  # only a cache entry nobody can read has none (a live reply without is BadResponse)
             return [reject(rec, "request", "bad_response", "the stored response has no choices")]
+        t0 = perf_counter()
         multi = len(choices) > 1
         base = rec.meta
         out = []
@@ -68,6 +73,7 @@ class RequestStep:
             meta = {"seq": base.get("seq", 0), "where": base.get("where", ""), "sample": i, "attempts": attempts,
                     "raw": choice.text, "finish": choice.finish_reason, "messages": messages}
             out.append(Record(id=f"{rec.id}-{i}" if multi else rec.id, source=rec.source, meta=meta))
+        self.seconds += perf_counter() - t0
         return out
 
     async def _sample(self, messages: list[dict[str, str]]) -> tuple[list[Choice], int]:
