@@ -7,7 +7,7 @@ import json
 import signal
 import sqlite3
 import time
-from itertools import count
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -55,12 +55,16 @@ def test_preference_pipeline_against_a_server_that_ignores_n_makes_up_the_sample
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     answers = {r["question"].strip(): r["answer"].split("####")[1].strip().replace(",", "") for r in rows}
-    calls = count()
 
-    def responder(body: dict[str, Any], k: int) -> str:  # every other *request* gets a wrong answer
+    asked: Counter[str] = Counter()
+
+    def responder(body: dict[str, Any], k: int) -> str:
+        # a row's requests follow one another (the first, then the made-up ones): every other request *of a
+        # row* gets a wrong answer, so each row has right and wrong samples however the rows interleave
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
         answer = next(a for q, a in answers.items() if q in user)
-        wrong = next(calls) % 2 == 1
+        wrong = asked[user] % 2 == 1
+        asked[user] += 1
         return json.dumps({"answer": f"Work.\n#### {int(float(answer)) + 7 if wrong else answer}"})
 
     with LoopbackServer(responder=responder, ignore_n=True) as server:
