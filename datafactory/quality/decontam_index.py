@@ -115,11 +115,11 @@ class GramIndex:
         self.sizes = np.zeros(0, np.float64)  # weight of each item's indexed grams (the containment denominator)
         self.counts: I64 = np.zeros(0, np.int64)  # indexed grams per item
 
-    def _grams(self, tokens: TokenBatch) -> tuple[U64, I64]:
+    def _grams(self, tokens: TokenBatch, runs: WordRuns | None = None) -> tuple[U64, I64]:
         """Each row's n-gram hashes (for n = 1 the word hashes themselves) and their rows."""
         if self.n == 1:
             return tokens.word_hashes, np.repeat(np.arange(len(tokens)), tokens.word_counts())
-        grams, rows, _ = WordRuns(tokens).ngrams(self.n)
+        grams, rows, _ = (runs or WordRuns(tokens)).ngrams(self.n)
         return grams, rows
 
     def build(self, tokens: TokenBatch) -> None:
@@ -151,14 +151,17 @@ class GramIndex:
         """Containment of every eval item (columns) in every row of ``tokens`` (masked): a float32 matrix."""
         return self.dense_both(tokens, reverse=False)[0]
 
-    def postings(self, tokens: TokenBatch) -> tuple[I64 | None, I64, I64]:
+    def postings(self, tokens: TokenBatch, runs: WordRuns | None = None,
+                 at: I64 | None = None) -> tuple[I64 | None, I64, I64]:
         """For every distinct (row, indexed gram) of ``tokens`` and every item holding that gram:
-        the cell ``row * items + item``, the posting's position and the row (None: nothing shared)."""
+        the cell ``row * items + item``, the posting's position and the row (None: nothing shared).
+        ``runs``: the tokens' :class:`WordRuns` if already made; ``at``: each gram's key index if looked up."""
         none = np.zeros(0, np.int64)
         if not len(self.keys) or not len(tokens):
             return None, none, none
-        grams, rows = self._grams(tokens)
-        at = self.table.find(grams)
+        grams, rows = self._grams(tokens, runs)
+        if at is None:
+            at = self.table.find(grams)
         found = np.flatnonzero(at >= 0)
         codes = np.sort(rows[found] * len(self.keys) + at[found])
         codes = codes[np.concatenate((codes[:1] == codes[:1], codes[1:] != codes[:-1]))]  # distinct (row, gram)

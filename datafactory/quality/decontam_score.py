@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from datafactory.quality.decontam_index import GramIndex, KeyTable, WordIndex, mask_tokens, ordinary_words
 from datafactory.quality.normalize import I64, TokenBatch, tokenize_batch
+from datafactory.quality.shingle import WordRuns
 
 FEATURES = ("c3", "c2", "c1", "names", "c1*names", "r2", "r1")
 WEIGHTS = (0.2016, 0.0331, 0.0525, 0.0199, 0.1805, 0.3399, 0.1727)
@@ -48,6 +49,24 @@ class RephraseIndex:
         self.c2.build(self.masked)
         self.words = WordIndex(max_df=0.05)
         self.words.build(raw, self.ordinary)
+        # one table for both questions asked of each word: ordinary? and its key in the word index
+        known = np.union1d(self.ordinary, self.words.grams.keys)
+        self._known = KeyTable(known)
+        self._known_ordinary = np.isin(known, self.ordinary)
+        at = np.searchsorted(self.words.grams.keys, known)
+        at = np.minimum(at, max(len(self.words.grams.keys) - 1, 0))
+        held = self.words.grams.keys[at] == known if len(self.words.grams.keys) else np.zeros(len(known), np.bool_)
+        self._known_key = np.where(held, at, -1)
+
+    def lookup(self, tokens: TokenBatch) -> tuple[npt.NDArray[np.bool_], I64]:
+        """Per word of ``tokens``: ordinary (kept by the mask)? and its key in the word index (-1: none)."""
+        at = self._known.find(tokens.word_hashes)
+        known = at >= 0
+        inside = np.zeros(len(at), np.bool_)
+        key = np.full(len(at), -1, np.int64)
+        inside[known] = self._known_ordinary[at[known]]
+        key[known] = self._known_key[at[known]]
+        return inside, key
 
     def inside(self, tokens: TokenBatch) -> npt.NDArray[np.bool_]:
         """Which words of ``tokens`` are ordinary (kept by the mask)."""
@@ -79,18 +98,20 @@ class RephraseIndex:
     def _scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
         w3, w2, w1, wn, wx, wr2, wr1 = self.weights
         rows_n, cells = len(tokens), len(tokens) * self.items
-        masked = mask_tokens(tokens, self.inside(tokens))
+        inside, word_keys = self.lookup(tokens)
+        masked = mask_tokens(tokens, inside)
+        runs = WordRuns(masked)
         counts = tokens.word_counts()
         pairs, weights = [], []
-        p3, f3, _ = self.c3.postings(masked)
+        p3, f3, _ = self.c3.postings(masked, runs)
         if p3 is not None:
             pairs.append(p3)
             weights.append(w3 * self.c3.post_share[f3])
-        p2, f2, r2 = self.c2.postings(masked)
+        p2, f2, r2 = self.c2.postings(masked, runs)
         if p2 is not None:
             pairs.append(p2)
             weights.append(w2 * self.c2.post_share[f2] + wr2 / np.maximum(counts - 1, 1)[r2])
-        p1, f1, r1 = self.words.grams.postings(tokens)
+        p1, f1, r1 = self.words.grams.postings(tokens, at=word_keys)
         product: npt.NDArray[np.float64] = np.zeros(cells, np.float64)
         if p1 is not None:
             ordinary, names = self.words.share_ord[f1], self.words.share_name[f1]
