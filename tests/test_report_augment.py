@@ -90,6 +90,8 @@ def test_augment_run_ends_with_a_report_showing_every_number_reject_reason_and_t
     assert_clean(page, html_path)
     assert_stats_visible(page.text, proj.stats())
     assert HOSTILE in page.text  # the reply is shown as text
+    for step, row in proj.stats().get("steps", {}).items():  # feature blocks of stats.json as tables
+        assert f"{step}\t{num(row['in'])}\t{num(row['rejected'])}" in page.text, step
     for heading in ("Timeline", "Written rows beside their source row", "Rejects, a few per reason",
                     "Resolved config (config.resolved.yaml)"):
         assert heading in page.text

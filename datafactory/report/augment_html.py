@@ -5,7 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from datafactory.report.augment_data import AugmentRun
-from datafactory.report.html import Safe, as_json, cards, el, fields, join, note, num, pre, section, table, text_block
+from datafactory.report.html import (
+    Safe,
+    as_json,
+    cards,
+    el,
+    fields,
+    join,
+    kv_table,
+    note,
+    num,
+    pre,
+    section,
+    table,
+    text_block,
+)
 from datafactory.report.svg import PALETTE, Series, hbar_chart, legend, line_chart
 from datafactory.report.timeline import levels, rates
 
@@ -76,10 +90,25 @@ def render_augment(run: AugmentRun) -> Safe:
              "rate_limited_429", "failed_requests", "reasks", "tokens", "estimated_cost_usd", "written", "rejected",
              "rejected_total", "elapsed_s", "rows_per_s", "requests_per_s", "interrupted", "stopped", "spent_usd",
              "top_rejects", "run_totals", "datasets", "config_change", "export_kept", "rows_deferred"}
-    extra.update({k: v for k, v in s.items() if k not in known})  # feature sections (batch, endpoints...)
+    extra.update({k: v for k, v in s.items() if k not in known})  # feature sections (steps, batch, endpoints...)
     if extra:
-        parts.append(section("More from stats.json", pre(as_json(extra), 20_000), open_=False))
+        parts.append(section("More from stats.json", *(_block(k, v) for k, v in extra.items())))
     return join(parts)
+
+
+def _block(name: str, value: Any) -> Safe:
+    """One feature's block of stats.json: a table when it is rows of plain values (steps, endpoints), else JSON."""
+    def plain(v: Any) -> bool:
+        return not isinstance(v, (dict, list)) or (isinstance(v, list) and not v)
+
+    rows = value if isinstance(value, dict) and value else None
+    if rows and all(plain(v) for v in rows.values()):
+        return join([el("h4", name), kv_table((k, "—" if v == [] else num(v)) for k, v in rows.items())])
+    if rows and all(isinstance(r, dict) and all(plain(v) for v in r.values()) for r in rows.values()):
+        cols = list(dict.fromkeys(k for r in rows.values() for k in r))
+        body = [(key, *(el("span", num(r[c]) if c in r else "—", class_="n") for c in cols)) for key, r in rows.items()]
+        return join([el("h4", name), table(["", *cols], body)])
+    return join([el("h4", name), pre(as_json(value, 20_000), 20_000)])
 
 
 def _datasets(stats: dict[str, Any]) -> Safe:
