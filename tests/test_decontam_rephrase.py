@@ -104,6 +104,9 @@ def test_input_check_reads_only_the_configured_variables(gate: DecontamGate) -> 
     assert verdict is not None and verdict.detail.startswith("gsm8k-test:222 rephrase ")
     assert checking.check_source({"question": UNRELATED[0], "answer": ISSUE_EXAMPLE}) is None
     assert checking.counters()["eval_sets"]["gsm8k-test"]["input_rephrase"] == 1
+    sources = [{"question": t} for t in [UNRELATED[0], ISSUE_EXAMPLE, JANET_REWORDED, UNRELATED[1]]]
+    assert checking.check_sources(sources) == [checking.check_source(s) for s in sources]
+    assert [v is not None for v in checking.check_sources(sources)] == [False, True, True, False]
     assert isinstance(checking, SourceGate) and isinstance(checking, AsyncGate) and isinstance(checking, BatchGate)
 
 
