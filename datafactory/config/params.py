@@ -98,12 +98,14 @@ KNOWN: dict[str, Param] = {
     "top_logprobs": Param(_integer(0, 20)),
     "reasoning_effort": Param(_string),
     "user": Param(_string),
+    # vLLM / SGLang: switches of the model's chat template (Qwen3 ``enable_thinking: false``), sent top level
+    "chat_template_kwargs": Param(_mapping, "chat template switches, e.g. {enable_thinking: false}"),
 }
 # extras of common OpenAI-compatible servers (vLLM, llama.cpp, Ollama, LLaMA-Factory): sent unchecked,
 # and never mistaken for a typo of a known name (top_k is one letter from top_p)
 SERVER_EXTRAS = ("top_k", "min_p", "typical_p", "repetition_penalty", "length_penalty", "min_tokens",
                  "best_of", "ignore_eos", "skip_special_tokens", "guided_json", "guided_regex",
-                 "guided_choice", "structured_outputs", "chat_template_kwargs", "mirostat", "tfs_z",
+                 "guided_choice", "structured_outputs", "mirostat", "tfs_z",
                  "num_ctx", "do_sample")
 _TYPO_CUTOFF = 0.85
 

@@ -122,7 +122,8 @@ class OutputConfig:
     format: str = field(default="alpaca", metadata=doc("row shape (see [Output formats](#output-formats))",
                                                        choices=OUTPUT_FORMATS))
     columns: dict[str, str] = field(default_factory=dict, metadata=doc(
-        "output column → property of the model's object, or `source.<var>` for an input field"))
+        "output column → property of the model's object, `source.<var>` for an input field, or "
+        "`response.reasoning` for a reasoning model's chain of thought"))
     explode: str | None = field(default=None, metadata=doc("a list property of the reply; each item becomes "
                                                            "one row"))
     conversation: str = field(default="conversations", metadata=doc("sharegpt: the property holding the turns"))
@@ -408,6 +409,8 @@ def _check_columns(loc: Located, columns: dict[str, str], schema: dict[str, Any]
             if name not in fields:
                 raise loc.error(f"output.columns.{col}", f"'{ref}' is not a mapped input field",
                                 suggestion=closest(name, fields))
+        elif ref == "response.reasoning":  # formats/output.py REASONING_REF
+            continue
         elif props and ref not in props:
             raise loc.error(f"output.columns.{col}", f"'{ref}' is not a property of the output schema",
                             suggestion=closest(ref, props))

@@ -1,8 +1,10 @@
 """Model JSON object (+ source row) → output rows in the shapes LLaMA-Factory and ``datasets`` expect.
 
-``output.columns`` maps an output column to a property of the model's object (``question``) or to a
-mapped input field (``source.question``). Row-level shapes (alpaca, sharegpt, jsonl) turn one
-accepted object into one row; preference and KTO are built from all samples of one input row.
+``output.columns`` maps an output column to a property of the model's object (``question``), to a
+mapped input field (``source.question``), or to the reply's reasoning trace (``response.reasoning``: a
+reasoning model's chain of thought, for R1-style rows that keep it; empty when the model gave none).
+Row-level shapes (alpaca, sharegpt, jsonl) turn one accepted object into one row; preference and KTO
+are built from all samples of one input row.
 """
 
 from __future__ import annotations
@@ -23,23 +25,30 @@ _ROLE = {"user": "user", "assistant": "assistant", "system": "system", "observat
          "function_call": "function_call"}
 
 
-def pick(ref: str, obj: dict[str, Any], source: dict[str, Any]) -> Any:
+REASONING_REF = "response.reasoning"
+
+
+def pick(ref: str, obj: dict[str, Any], source: dict[str, Any], reasoning: str | None = None) -> Any:
     if ref.startswith("source."):
         return source.get(ref[len("source."):])
+    if ref == REASONING_REF:
+        return reasoning or ""
     return obj.get(ref)
 
 
-def alpaca(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str) -> dict[str, Any]:
-    row = {col: pick(ref, obj, source) for col, ref in cfg.columns.items()}
+def alpaca(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str,
+           reasoning: str | None = None) -> dict[str, Any]:
+    row = {col: pick(ref, obj, source, reasoning) for col, ref in cfg.columns.items()}
     row.setdefault("input", "")
     ordered: dict[str, Any] = {k: row.pop(k) for k in ("instruction", "input", "output") if k in row}
     ordered.update(row)
     return ordered
 
 
-def jsonl(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str) -> dict[str, Any]:
+def jsonl(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str,
+          reasoning: str | None = None) -> dict[str, Any]:
     if cfg.columns:
-        return {"id": row_id, **{col: pick(ref, obj, source) for col, ref in cfg.columns.items()}}
+        return {"id": row_id, **{col: pick(ref, obj, source, reasoning) for col, ref in cfg.columns.items()}}
     return {"id": row_id, "source": source, "output": obj}
 
 
@@ -80,7 +89,8 @@ def check_alternation(turns: list[tuple[str, str]]) -> None:
                                reason="bad_turns")
 
 
-def sharegpt(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str) -> dict[str, Any]:
+def sharegpt(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row_id: str,
+             reasoning: str | None = None) -> dict[str, Any]:
     system, turns = normalize_turns(obj.get(cfg.conversation))
     check_alternation(turns)
     if cfg.tags == "role_content":
@@ -90,11 +100,12 @@ def sharegpt(cfg: OutputConfig, obj: dict[str, Any], source: dict[str, Any], row
     if system:
         row["system"] = system
     for col, ref in cfg.columns.items():
-        row[col] = pick(ref, obj, source)
+        row[col] = pick(ref, obj, source, reasoning)
     return row
 
 
-ROW_SHAPES: dict[str, Callable[[OutputConfig, dict[str, Any], dict[str, Any], str], dict[str, Any]]] = {
+# (config, object, source, row id[, reasoning=...]) -> row
+ROW_SHAPES: dict[str, Callable[..., dict[str, Any]]] = {
     "alpaca": alpaca, "jsonl": jsonl, "sharegpt": sharegpt,
 }
 

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import orjson
 
 from datafactory.errors import BadResponse
+from datafactory.quality.parse import think_text
 from datafactory.secrets import redact
 
 LITELLM_PREFIX = "llm_provider-"
@@ -18,8 +19,18 @@ RATE_HEADERS = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"
 
 @dataclass(slots=True)
 class Choice:
+    """One reply. ``reasoning``: a reasoning model's chain of thought (the message's ``reasoning_content`` /
+    ``reasoning`` field, or the ``<think>`` blocks of its text), kept for output columns, never parsed."""
+
     text: str
     finish_reason: str | None
+    reasoning: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "finish_reason": self.finish_reason}
+        if self.reasoning is not None:  # only when there is some: entries without stay as they were
+            out["reasoning"] = self.reasoning
+        return out
 
 
 @dataclass(slots=True)
@@ -33,7 +44,7 @@ class Completion:
     headers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"choices": [{"text": c.text, "finish_reason": c.finish_reason} for c in self.choices],
+        return {"choices": [c.to_json() for c in self.choices],
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "model": self.model}
 
@@ -44,7 +55,8 @@ class Completion:
         if not isinstance(data, dict):
             return cls(choices=[])
         stored = data.get("choices")
-        choices = [Choice(c["text"], _finish(c.get("finish_reason")))
+        choices = [Choice(c["text"], _finish(c.get("finish_reason")),
+                          c["reasoning"] if isinstance(c.get("reasoning"), str) else None)
                    for c in (stored if isinstance(stored, list) else [])
                    if isinstance(c, dict) and isinstance(c.get("text"), str)]
         model = data.get("model")
@@ -104,13 +116,24 @@ def completion_from_openai_json(data: Any, headers: dict[str, str]) -> Completio
         if content is None:
             raise BadResponse(f"message content is a {type(msg.get('content')).__name__}, not text",
                               status=200, raw=_start(data))
-        choices.append(Choice(redact(content), _finish(ch.get("finish_reason"))))
+        choices.append(Choice(redact(content), _finish(ch.get("finish_reason")), _reasoning(msg, content)))
     usage = data.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     model = data.get("model")
     return Completion(choices=choices, prompt_tokens=_count(usage.get("prompt_tokens")),
                       completion_tokens=_count(usage.get("completion_tokens")),
                       model=model if isinstance(model, str) else None, headers=headers)
+
+
+def _reasoning(msg: dict[str, Any], content: str) -> str | None:
+    """The chain of thought of a reply: vLLM's ``reasoning`` (older: ``reasoning_content``, also DeepSeek's
+    and ZhipuAI's field), else the ``<think>`` blocks of the content (redacted, like the text)."""
+    for name in ("reasoning_content", "reasoning"):
+        value = msg.get(name)
+        if isinstance(value, str) and value:
+            return redact(value)
+    thought = think_text(content) if "<" in content else None
+    return redact(thought) if thought else None
 
 
 def _content(content: Any) -> str | None:

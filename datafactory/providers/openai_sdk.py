@@ -7,6 +7,7 @@ only one, so a 429 is never retried by the SDK *and* by us (retry amplification)
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import orjson
@@ -31,6 +32,9 @@ class OpenAISDKProvider:
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0,
                                           timeout=timeout_s, http_client=http_client)
         self._timeout_s = timeout_s
+        from openai.resources.chat.completions import AsyncCompletions
+
+        self._keywords = frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self", "extra_body"}
 
     def __repr__(self) -> str:
         return f"OpenAISDKProvider(base_url={str(self._client.base_url)!r})"
@@ -43,7 +47,7 @@ class OpenAISDKProvider:
             # makes ``timeout_s`` the total deadline, as on the default transport
             async with asyncio.timeout(self._timeout_s):
                 raw = await self._client.chat.completions.with_raw_response.create(
-                    model=model, messages=messages, **params)  # type: ignore[arg-type]
+                    model=model, messages=messages, **self.sdk_arguments(params))  # type: ignore[arg-type]
                 headers = pick_rate_headers(raw.headers)
                 body = raw.http_response.content
             data = orjson.loads(body)
@@ -57,6 +61,15 @@ class OpenAISDKProvider:
             raise BadResponse(f"status 200 but the body is not JSON: {exc}", status=200,
                               raw=_body_start(raw)) from None
         return completion_from_openai_json(data, headers)
+
+    def sdk_arguments(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``create()`` keywords: the ones it knows as they are; server extras (``top_k``,
+        ``chat_template_kwargs``...) in ``extra_body``, which the SDK sends at the top level."""
+        known = {k: v for k, v in params.items() if k in self._keywords}
+        extra = {k: v for k, v in params.items() if k not in self._keywords and k != "extra_body"}
+        if isinstance(params.get("extra_body"), dict):
+            extra.update(params["extra_body"])
+        return {**known, "extra_body": extra} if extra else known
 
     async def aclose(self) -> None:
         await self._client.close()

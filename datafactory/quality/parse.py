@@ -50,6 +50,24 @@ def strip_think(text: str) -> str:
     return out
 
 
+def think_text(text: str) -> str | None:
+    """The text inside the reply's ``<think>`` blocks (joined by blank lines), or None without any. One
+    forward scan like ``strip_think``; an unclosed block at the start (the reply ran out inside its
+    reasoning) is kept as reasoning too."""
+    parts: list[str] = []
+    pos = 0
+    while (opened := _OPEN.search(text, pos)) is not None:
+        closed = _CLOSE.search(text, opened.end())
+        if closed is None:
+            if not text[:opened.start()].strip():
+                parts.append(text[opened.end():])
+            break
+        parts.append(text[opened.end():closed.start()])
+        pos = closed.end()
+    found = [p.strip() for p in parts if p.strip()]
+    return "\n\n".join(found) if found else None
+
+
 def extract_json_object(text: str) -> dict[str, Any]:
     """The JSON object in a model reply, or ValidationFailed(reason='invalid_json' | 'empty_output')."""
     body = strip_think(text).strip()
