@@ -1,4 +1,5 @@
-"""Decontamination: reject records that share a word n-gram with an evaluation set.
+"""Decontamination's ``ngram`` method: reject records that share a word n-gram with an evaluation set
+(the gate that combines it with the rephrase score is :mod:`datafactory.quality.decontam_gate`).
 
 Synthetic data made from (or by a model that memorised) benchmark questions inflates the scores
 of the model trained on it, so a record that shares any normalised 13-word run with an eval item

@@ -4,17 +4,18 @@ and (before any request) on the input.
 Two methods, cheapest verdict first, both over one tokenisation shared with the dedup gates:
 
 * ``ngram``: a normalised word ``ngram`` (13) shared with an eval item (:class:`Decontaminator`);
-* ``rephrase``: the rephrase score of :class:`~datafactory.quality.decontam_index.RephraseIndex` —
+* ``rephrase``: the rephrase score of :class:`~datafactory.quality.decontam_score.RephraseIndex` —
   masked word 3/2/1-gram containment plus the item's names and numbers, which a reordered,
   renamed, renumbered or synonym-swapped copy keeps — at or above ``threshold``.
 
 A reject is reason ``contaminated`` with the eval item, the method and its score in the detail:
-``gsm8k-test:12 rephrase 0.71: "Janet's ducks lay 16 eggs per day. She eats ..."``.
+``gsm8k-test:222 rephrase 0.93: "Andy plants 90 geraniums and 40 fewer petunias that geraniums. ..."``.
 
-``check_source`` judges the mapped input variables named in ``inputs`` the same way before the row's
+``check_source`` / ``check_sources`` judge the mapped input variables named in ``inputs`` the same way before the row's
 request is built, so a test question given as input costs nothing. ``acheck`` is the optional LLM
 judge (:mod:`datafactory.quality.decontam_judge`) for candidates scoring in ``[judge_above, threshold)``.
-Counters per eval set (what was rejected, by method and stage) are in :meth:`DecontamGate.counters`.
+Counters per eval set (what was rejected, by stage and method) are kept current in ``report``, the
+``decontamination`` block of stats.json (``stats_section``).
 """
 
 from __future__ import annotations

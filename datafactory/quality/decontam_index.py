@@ -10,11 +10,12 @@ boundary, a synonym only the n grams over it, so with short n-grams (3 words) a 
 of an item while an unrelated question of the same genre shares a few stock phrases.
 
 Retrieval and scoring are one step: the index maps each n-gram (64-bit hash) to the items that have it
-(CSR postings, sorted keys), so a batch's distinct n-grams are looked up with one ``searchsorted`` and
-the shared-gram count of every (candidate, item) pair falls out of one ``np.unique`` — exact
-containment, not a MinHash estimate, at the cost of a few postings per n-gram. N-grams that many items
-share ("how many does") say nothing about which item a text came from: those in more than ``max_df`` of
-the items are left out of the index and of the items' denominators.
+(CSR postings; keys found through :class:`KeyTable`, a linear-probing table laid out at build time), so
+a batch's distinct n-grams are looked up at once and every (text, item) pair's shared weight falls out
+of one ``bincount`` over the postings — exact idf-weighted containment, not a MinHash estimate, at the
+cost of a few postings per n-gram. N-grams that many items share ("how many does") say nothing about
+which item a text came from: those in more than ``max_df`` of the items are left out of the index and
+of the items' denominators. How the containments are combined: :mod:`datafactory.quality.decontam_score`.
 """
 
 from __future__ import annotations
