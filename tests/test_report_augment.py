@@ -257,6 +257,7 @@ def test_cli_report_puts_two_run_dirs_side_by_side(make_project, server, tmp_pat
     second = proj.stats()
     assert f"rejected: invalid_json\t—\t{num(second['run_totals']['rejected']['invalid_json'])}" in page.text
     assert page.text.count("Counts") == 2
+    assert "name\tt\tsecond" in page.text and "quality.reask\t1\t0" in page.text  # what differs in the configs
 
 
 def test_cli_report_on_a_folder_that_is_no_run_dir_says_so(tmp_path):

@@ -51,7 +51,7 @@ def _examples(which: str, n: int = 3) -> dict[str, list[dict[str, Any]]]:
 
 
 def train_run_dir(root: Path, name: str = "sft_lora", *, strict: tuple[float, float] = (0.25, 0.5),
-                  flexible: tuple[float, float] = (0.3, 0.55), best_step: int = 20) -> Path:
+                  flexible: tuple[float, float] = (0.3, 0.55), best_step: int = 20, method: str = "lora") -> Path:
     """A finished train-eval run dir in the shapes LLaMA-Factory, lm-eval and the stages write."""
     run = root / name
     train = run / "train"
@@ -86,7 +86,7 @@ def train_run_dir(root: Path, name: str = "sft_lora", *, strict: tuple[float, fl
              "outputs": {}, "paths": []}))
     recipe = {"model": {"name_or_path": "Qwen/Qwen2.5-1.5B-Instruct", "template": "qwen"},
               "data": {"dataset_dir": "runs/gsm8k_rephrase", "datasets": ["gsm8k_rephrase"]},
-              "train": {"stage": "sft", "method": "lora", "learning_rate": 1e-4}, "output_dir": str(run)}
+              "train": {"stage": "sft", "method": method, "learning_rate": 1e-4}, "output_dir": str(run)}
     (run / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     return run
 
@@ -127,7 +127,8 @@ def test_train_eval_report_shows_scores_losses_best_step_samples_and_stage_times
 @needs_browser
 def test_two_recipes_side_by_side_and_a_pipeline_beside_a_recipe(tmp_path):
     lora = train_run_dir(tmp_path, "sft_lora")
-    full = train_run_dir(tmp_path, "sft_full", strict=(0.25, 0.6), flexible=(0.3, 0.65), best_step=30)
+    full = train_run_dir(tmp_path, "sft_full", strict=(0.25, 0.6), flexible=(0.3, 0.65), best_step=30,
+                         method="full")
     out = tmp_path / "recipes.html"
     report([lora, full], output=out)
     page = render(out, screenshot=screenshot_path(tmp_path, "train_compare.png"))
@@ -135,6 +136,8 @@ def test_two_recipes_side_by_side_and_a_pipeline_beside_a_recipe(tmp_path):
     assert "Side by side" in page.text
     assert "gsm8k strict-match tuned\t50.0% ± 6.9\t60.0% ± 6.9" in page.text
     assert "best step\t20\t30" in page.text
+    differs = page.text.split("What differs in their configurations", 1)[1].split("sft_lora\ntrain-eval", 1)[0]
+    assert "train.method\tlora\tfull" in differs and "model.name_or_path" not in differs  # only what differs
     _visible_scores(page.text, lora)
     _visible_scores(page.text, full)
 

@@ -7,6 +7,7 @@ then each run in its own column.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from typing import Any
 
 from datafactory.errors import NotARunDir
 from datafactory.io.atomic import atomic_write_text
-from datafactory.report.html import Safe, el, join, num, page
+from datafactory.report.html import Safe, clip, el, join, note, num, page
 
 REPORT_FILE = "report.html"
 log = logging.getLogger("datafactory")
@@ -58,13 +59,37 @@ def _summary(kind: str, run: Any) -> dict[str, str]:
     return compare_rows(run)
 
 
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": "1"}``; lists as JSON (what a config diff compares)."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)}
+
+
+def _settings(kind: str, run: Any) -> dict[str, str]:
+    return flatten(run.config if kind == "augment" else run.recipe)
+
+
+def _table(head: Safe, labels: list[str], columns: list[dict[str, str]]) -> Safe:
+    rows = [el("tr", el("th", label), *(el("td", c.get(label, "—"), class_="n") for c in columns)) for label in labels]
+    return el("table", el("thead", head), el("tbody", *rows), class_="grid kv")
+
+
 def _comparison(loaded: list[tuple[str, Any]]) -> Safe:
     summaries = [_summary(kind, run) for kind, run in loaded]
     labels = list(dict.fromkeys(k for s in summaries for k in s))
     head = el("tr", el("th", ""), *(el("th", run.name) for _, run in loaded))
-    rows = [el("tr", el("th", label), *(el("td", s.get(label, "—"), class_="n") for s in summaries))
-            for label in labels]
-    return el("div", el("h2", "Side by side"), el("table", el("thead", head), el("tbody", *rows), class_="grid kv"),
+    settings = [_settings(kind, run) for kind, run in loaded]
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    differ = [k for k in keys if len({s.get(k) for s in settings}) > 1]
+    clipped = [{k: clip(v, 300) for k, v in s.items()} for s in settings]
+    diff = (_table(head, differ, clipped) if differ else note("the runs' configurations are the same"))
+    return el("div", el("h2", "Side by side"),
+              el("div", el("div", el("h3", "Numbers"), _table(head, labels, summaries)),
+                 el("div", el("h3", "What differs in their configurations"), diff), class_="tables"),
               class_="compare")
 
 

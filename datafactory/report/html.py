@@ -144,6 +144,8 @@ main { padding:8px 24px 40px; }
 .badge.warn { background:#fdf0dc; color:#9a5b00; }
 .compare { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:12px 18px;
            margin-bottom:18px; overflow-x:auto; }
+.compare .tables { display:flex; flex-wrap:wrap; gap:12px 48px; align-items:flex-start; }
+.compare h2 { margin:4px 0; font-size:18px; } .compare h3 { margin:8px 0 0; font-size:14px; }
 details.section { border-top:1px solid var(--line); padding:6px 0; }
 details.section > summary { cursor:pointer; list-style:none; }
 details.section > summary::-webkit-details-marker { display:none; }
