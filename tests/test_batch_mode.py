@@ -290,3 +290,18 @@ def test_a_batch_file_over_a_megabyte_is_uploaded_whole(make_project: Any, serve
     (batch,) = api.batches.values()
     assert len(api.files[batch["input_file_id"]]["data"]) > 1024 * 1024
     assert api.batch_sizes() == [600] and len(proj.data()) == 600
+
+
+def test_a_refused_response_format_steps_down_and_the_follow_up_batch_asks_without_it(
+        make_project: Any, server: LoopbackServer) -> None:
+    from datafactory.testing.capabilities import Capabilities
+
+    server.capabilities = Capabilities(response_format="refuse_json_schema")
+    proj = make_project(6, provider=BATCH, limits={"max_attempts": 1})
+    stats = proj.augment()
+    api = api_for(server)
+    assert api.batch_sizes() == [6, 6]
+    first, second = ([line["body"]["response_format"]["type"] for line in b["_lines"]] for b in api.batches.values())
+    assert set(first) == {"json_schema"} and set(second) == {"json_object"}
+    assert len(proj.data()) == 6 and proj.rejects() == []
+    assert stats.sections["structured_output"]["sent"] == "json_object"

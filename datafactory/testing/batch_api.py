@@ -268,6 +268,12 @@ class BatchAPI:
             body = line.get("body") or {}
             status = self.line_error(cid, body) if self.line_error is not None else None
             rid = f"req-{batch['id']}-{i}"
+            caps = getattr(self.server, "capabilities", None)
+            refusal = caps.refusal(body) if caps is not None else None  # response_format refused, as online
+            if refusal is not None:
+                err.append({"id": rid, "custom_id": cid, "error": None, "response": {
+                    "status_code": refusal[0], "request_id": rid, "body": orjson.loads(refusal[1])}})
+                continue
             if status is not None:
                 err.append({"id": rid, "custom_id": cid, "error": None, "response": {
                     "status_code": status, "request_id": rid, "body": orjson.loads(error_body(status))}})

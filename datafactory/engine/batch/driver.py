@@ -216,6 +216,18 @@ class BatchDriver:
         if budget is not None:
             budget.settle(self._reserved.pop(key, 0.0), actual)
 
+    def _stepped_down(self, key: str, exc: ProviderError) -> bool:
+        """A line refused for the response_format it carried: structured output steps down a level, as it
+        does online (providers/structured.py), and the request is built again by the next pass."""
+        prov = self.requester.provider
+        formats, refused = getattr(prov, "formats", None), getattr(prov, "_refused", None)
+        line = self.store.line_of(key) if formats and refused is not None else None
+        if line is None or refused is None:
+            return False
+        sent = (line.get("body") or {}).get("response_format")
+        level = next((i for i, f in enumerate(formats or []) if f == sent), None)
+        return level is not None and bool(refused(exc, level))
+
     def _sent_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The params as the online provider would send them: with the run's structured-output
         response_format (providers/structured.py) when the requester's provider adds one."""
@@ -291,6 +303,9 @@ class BatchDriver:
                 sec["missing"] += 1
             else:
                 sec["errored_lines"] += 1
+                if self._stepped_down(key, res):  # the server refused our response_format: ask without it
+                    settles.append(Settle(key, "forget"))
+                    continue
             fatal = isinstance(res, FatalRequestError)
             if fatal or self.store.attempts(key) + 1 >= max_attempts:
                 self.sub.errors[key] = res

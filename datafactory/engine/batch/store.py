@@ -69,7 +69,8 @@ class Settle:
     """What collecting a batch decided for one of its requests."""
 
     key: str
-    outcome: str            # "collected" | "retry" | "failed" | "requeue" (no attempt counted)
+    outcome: str            # "collected" | "retry" | "failed" | "requeue" (no attempt counted) | "forget"
+                            # (rebuilt by the next pass: the line itself must change, e.g. its response_format)
     error: str = ""
 
 
@@ -139,6 +140,10 @@ class BatchStore:
                 else self._db.execute("SELECT key, est_usd FROM requests"))
         return {k: float(v) for k, v in rows}
 
+    def line_of(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT line FROM requests WHERE key = ?", (key,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
     def request_of(self, key: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT request FROM requests WHERE key = ?", (key,)).fetchone()
         return orjson.loads(row[0]) if row else None
@@ -185,10 +190,11 @@ class BatchStore:
 
     def settle(self, local_id: str, status: str, results: list[Settle], max_attempts: int) -> None:
         """One transaction: the batch is collected and each of its requests settled."""
-        counts = {o: sum(1 for r in results if r.outcome == o) for o in ("collected", "retry", "failed", "requeue")}
+        counts = {o: sum(1 for r in results if r.outcome == o)
+                  for o in ("collected", "retry", "failed", "requeue", "forget")}
         self._tx([
             ("DELETE FROM requests WHERE key = ? AND batch = ?",
-             [(r.key, local_id) for r in results if r.outcome == "collected"]),
+             [(r.key, local_id) for r in results if r.outcome in ("collected", "forget")]),
             ("UPDATE requests SET state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE 'queued' END, "
              "attempts = attempts + 1, batch = NULL, last_error = ? WHERE key = ? AND batch = ?",
              [(max_attempts, r.error, r.key, local_id) for r in results if r.outcome == "retry"]),
@@ -197,7 +203,7 @@ class BatchStore:
             ("UPDATE requests SET state = 'queued', batch = NULL WHERE key = ? AND batch = ?",
              [(r.key, local_id) for r in results if r.outcome == "requeue"]),
             ("UPDATE batches SET state = 'collected', status = ?, collected = ?, errored = ?, missing = ? "
-             "WHERE local_id = ?", (status, counts["collected"], counts["retry"] + counts["failed"],
+             "WHERE local_id = ?", (status, counts["collected"], counts["retry"] + counts["failed"] + counts["forget"],
                                     counts["requeue"], local_id)),
         ])
 
