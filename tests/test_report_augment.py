@@ -297,3 +297,18 @@ def test_an_adaptive_run_shows_its_concurrency_limit_over_time(make_project, ser
     assert "concurrency limit (adaptive)" in page.text
     html = (proj.run_dir / "report.html").read_text()
     assert "concurrency limit (adaptive)</title>" in html  # drawn, not only named
+
+
+@needs_browser
+def test_a_run_the_breaker_stopped_still_ends_with_a_report_that_says_so(make_project, server, tmp_path):
+    from datafactory.errors import RequestsFailing
+
+    proj = make_project(rows=40, limits={"concurrency": 2, "max_attempts": 1})
+    server.set_fault_fn(lambda i, body: Fault(status=404))
+    with pytest.raises(RequestsFailing):
+        proj.augment()
+    page = render(proj.run_dir / "report.html", screenshot=screenshot_path(tmp_path, "augment_stopped.png"))
+    assert page.errors == []
+    assert "stopped: RequestsFailing" in page.text
+    assert_stats_visible(page.text, proj.stats())
+    assert "http_404" in page.text and "setup (asked again)" in page.text

@@ -45,7 +45,7 @@ def counts(stats: dict[str, Any]) -> list[tuple[str, Any]]:
         ("re-asks", stats.get("reasks")),
         ("prompt tokens", tokens.get("prompt")),
         ("completion tokens", tokens.get("completion")),
-        ("estimated cost (USD)", "n/a (no price)" if cost is None else cost),
+        ("estimated cost (USD)", cost),
         ("elapsed (s)", stats.get("elapsed_s")),
         ("rows/s", stats.get("rows_per_s")),
         ("requests/s", stats.get("requests_per_s")),
@@ -160,7 +160,7 @@ def _timeline(run: AugmentRun) -> list[Safe]:
                     in_flight=0)
         samples.append(last)
     if len(samples) < 3:
-        return [note("the run took about a second: too short for a timeline" if run.timeline
+        return [note("the run was too short for a timeline (a sample a second)" if run.timeline
                      else "no timeline.jsonl (recorded while augment runs; this run dir predates it)")]
     throughput = [Series("rows/s", rates(samples, "rows_done"), PALETTE[0]),
                   Series("requests/s", rates(samples, "requests_sent"), PALETTE[1], dashed=True)]
