@@ -180,7 +180,7 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
               f"configuration has {kept['rows_this_configuration']} so far ({kept['why']}); rerun to finish "
               "and replace them", file=sys.stderr)
     resume = list(argv) if "--output" in argv else [*argv, "--output", pipe.output.dir]
-    from datafactory.engine.batch.driver import notes as batch_notes
+    from datafactory.engine.batch.control import notes as batch_notes
 
     command = "datafactory " + shlex.join(a for a in resume if a not in ("--no-wait", "--cancel-batches"))
     for line in batch_notes(stats, command):
@@ -318,7 +318,7 @@ COMMANDS = {"augment": _augment, "validate": _validate, "build-info": _build_inf
 def _cancel_batches(pipe: Any) -> int:
     import asyncio
 
-    from datafactory.engine.batch.driver import cancel_batches
+    from datafactory.engine.batch.control import cancel_batches
     from datafactory.providers.registry import api_key_for
     from datafactory.secrets import register_secret
 
