@@ -305,3 +305,14 @@ def test_a_refused_response_format_steps_down_and_the_follow_up_batch_asks_witho
     assert set(first) == {"json_schema"} and set(second) == {"json_object"}
     assert len(proj.data()) == 6 and proj.rejects() == []
     assert stats.sections["structured_output"]["sent"] == "json_object"
+
+
+def test_a_request_too_big_for_any_batch_file_is_rejected_and_the_rest_go(make_project: Any,
+                                                                          server: LoopbackServer) -> None:
+    rows = [{"qid": "q00000", "question": "long " * 800, "answer": "#### 1"},
+            *({"qid": f"q{i:05d}", "question": f"Sam has {i} apples.", "answer": f"#### {i}"} for i in range(1, 4))]
+    proj = make_project(rows, provider={"mode": "batch", "batch": {"poll_s": 0.02, "max_bytes": 3000}})
+    proj.augment()
+    (rej,) = proj.rejects()
+    assert rej["reason"] == "request_rejected" and "provider.batch.max_bytes" in rej["last_error"]
+    assert len(proj.data()) == 3 and sum(api_for(server).batch_sizes()) == 3

@@ -132,6 +132,7 @@ class BatchDriver:
                 if self._halted is not None:
                     raise self._halted
                 return
+            refused_before = len(self.sub.errors)
             planned, too_big = self.sub.plan_queued()
             if self._halted is not None and not planned and not self.store.batches("submitted"):
                 raise self._halted
@@ -141,6 +142,7 @@ class BatchDriver:
                                         "provider.batch.max_bytes)", status=None)
                 self.sub.errors.update(dict.fromkeys(too_big, err))
                 self.store.fail(too_big, str(err))
+                self.section["gave_up"] += len(too_big)
             if self._cooldown:  # the enqueued-token cap refused a batch: give the provider a moment
                 self._cooldown = False
                 with contextlib.suppress(TimeoutError):
@@ -150,7 +152,7 @@ class BatchDriver:
                     return
                 await self._submitted(await self.sub.advance(row, fresh=False), row)
             if not self.store.batches("submitted"):
-                if too_big or self.sub.errors:
+                if len(self.sub.errors) > refused_before:
                     continue  # nothing to wait for (requests refused for good): the next pass rejects them
                 return
             if not self.pipe.provider.batch.wait:
