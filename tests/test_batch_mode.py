@@ -316,3 +316,19 @@ def test_a_request_too_big_for_any_batch_file_is_rejected_and_the_rest_go(make_p
     (rej,) = proj.rejects()
     assert rej["reason"] == "request_rejected" and "provider.batch.max_bytes" in rej["last_error"]
     assert len(proj.data()) == 3 and sum(api_for(server).batch_sizes()) == 3
+
+
+def test_a_row_rejected_in_one_pass_is_not_redone_or_counted_again_by_later_passes(
+        make_project: Any, server: LoopbackServer) -> None:
+    def reask_q1(body: dict[str, Any], index: int) -> str:
+        return "{broken" if qid_of(body) == "q00001" and not is_reask(body) else default_responder(body, index)
+
+    server.responder = reask_q1
+    api = api_for(server)
+    api.line_error = lambda cid, body: 400 if qid_of(body) == "q00000" else None
+    proj = batch_project(make_project, 4)
+    stats = proj.augment()
+    assert api.batch_sizes() == [4, 1]  # the re-ask of q00001 needs a third pass; q00000 was rejected in the second
+    assert stats.sections["batch"]["passes"] == 3
+    assert stats.rows_done == 4 and stats.rejected == {"http_400": 1} and stats.written == 3
+    assert stats.rows_deferred == 0 and [r["reason"] for r in proj.rejects()] == ["http_400"]

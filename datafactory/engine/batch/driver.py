@@ -80,6 +80,10 @@ class BatchDriver:
         self._cooldown = False
         self._reserved: dict[str, float] = {}   # key → its worst case, held against limits.max_cost_usd
         self._halted: RunStopped | None = None
+        # keys whose failure a pass already turned into a reject: later passes leave that reject as it is
+        self._reported: set[str] = set()
+        self._failing: set[str] = set()
+        self._left_as_rejected = 0
         stats.sections["batch"] = self.section
 
     # ------------------------------------------------------------------ the Scheduler's interface
@@ -168,11 +172,14 @@ class BatchDriver:
             s.rows_skipped_done = self._skipped0 - s.rows_done
         self._states = self.store.states()
         self._current = sched
+        self._failing, self._left_as_rejected = set(), 0
         try:
             await sched.run()
         finally:
             self._current = None
             self.store.flush()
+            self._reported |= self._failing
+            s.rows_deferred -= self._left_as_rejected
             if first:
                 self._skipped0 = s.rows_skipped_done
             else:
@@ -183,6 +190,10 @@ class BatchDriver:
     def _on_miss(self, key: str, messages: list[dict[str, str]], params: dict[str, Any]) -> None:
         state = self._states.get(key)
         if state == "failed":
+            if key in self._reported:  # its row was rejected by an earlier pass: not again (nor counted twice)
+                self._left_as_rejected += 1
+                raise RequestDeferred(key)
+            self._failing.add(key)
             err = self.sub.errors.get(key) or ServerError("the request failed in its batches", status=None)
             raise RequestFailed(err, max(1, self.store.attempts(key)))
         if state is None:
