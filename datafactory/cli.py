@@ -153,6 +153,9 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
                  "model": args.model, "base_url": args.base_url, "max_cost": args.max_cost,
                  "mode": "batch" if args.batch else None, "batch_wait": False if args.no_wait else None}
     pipe = load_pipeline(args.pipeline, **overrides)
+    if args.no_wait and pipe.provider.mode != "batch":
+        print("error: --no-wait applies to batch mode (--batch or provider.mode: batch)", file=sys.stderr)
+        return 2
     if args.cancel_batches:
         return _cancel_batches(pipe)
     if args.dry_run:

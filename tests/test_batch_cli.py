@@ -107,3 +107,10 @@ def test_kill_9_at_each_step_then_rerun_submits_every_row_exactly_once(make_proj
     assert sorted(api.submitted.values()) == [1] * 12, "a row was submitted twice"
     assert len(proj.data()) == 12
     proj.assert_accounted()
+
+
+def test_no_wait_without_batch_mode_is_a_usage_error(make_project: Any, server: LoopbackServer) -> None:
+    proj = make_project(2)
+    res = run_cli("augment", str(proj.pipeline), "--no-wait")
+    assert res.returncode == 2 and "--no-wait applies to batch mode" in res.stderr
+    assert server.requests == 0

@@ -332,3 +332,16 @@ def test_a_row_rejected_in_one_pass_is_not_redone_or_counted_again_by_later_pass
     assert stats.sections["batch"]["passes"] == 3
     assert stats.rows_done == 4 and stats.rejected == {"http_400": 1} and stats.written == 3
     assert stats.rows_deferred == 0 and [r["reason"] for r in proj.rejects()] == ["http_400"]
+
+
+def test_a_server_without_the_batch_api_is_a_config_error_not_a_reject_per_row(make_project: Any,
+                                                                                server: LoopbackServer) -> None:
+    api = api_for(server)
+    api.faults = {"upload": [404] * 20}
+    proj = batch_project(make_project, 5)
+    with pytest.raises(ConfigError, match=r"provider\.mode: batch mode, but .* has no Files / Batches API"):
+        proj.augment()
+    assert proj.rejects() == [] and api.batches == {}
+    proj.update(provider={"mode": "online"})
+    proj.augment()
+    assert len(proj.data()) == 5

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.batch.split import split
 from datafactory.engine.batch.store import BatchRow, BatchStore
-from datafactory.errors import BatchNotFound, FatalRequestError, ProviderError
+from datafactory.errors import BatchNotFound, ConfigError, FatalRequestError, ProviderError
 from datafactory.providers.batch_base import BatchClient, BatchInfo
 
 T = TypeVar("T")
@@ -47,7 +47,14 @@ class Submitter:
         try:
             if row.state == "intent":
                 data = self.store.file_bytes(row.local_id)
-                file_id = str(await self.retry(lambda: self.client.upload(f"datafactory-{row.local_id}.jsonl", data)))
+                try:
+                    file_id = str(await self.retry(lambda: self.client.upload(f"datafactory-{row.local_id}.jsonl",
+                                                                              data)))
+                except FatalRequestError as exc:
+                    if exc.status in (404, 405):  # a server without the Files API (vLLM, Ollama, a proxy)
+                        self.store.drop_intent(row.local_id)
+                        raise no_batch_api(self.pipe, exc) from None
+                    raise
                 self.store.set_file(row.local_id, file_id)
                 fresh = True
             assert file_id is not None
@@ -120,6 +127,13 @@ class Submitter:
             raise
         self.store.set_status(row.local_id, info.status)
         return info
+
+
+def no_batch_api(pipe: Pipeline, exc: FatalRequestError) -> ConfigError:
+    where = pipe.provider.base_url or f"the {pipe.provider.kind} API"
+    return ConfigError(f"batch mode, but {where} has no Files / Batches API (uploading the batch file answered "
+                       f"{exc}); batch mode needs OpenAI's or ZhipuAI's API: use provider.mode: online (without "
+                       "--batch) for this server", file=pipe.source, key="provider.mode")
 
 
 def not_found(batch_id: str, pipe: Pipeline) -> BatchNotFound:
