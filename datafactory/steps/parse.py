@@ -74,7 +74,7 @@ class ParseStep:
             reject(rec, "request", "bad_response", "the stored response has no choices", raw=False)
             return False
         choice = answer.completion.choices[0]
-        meta["raw"], meta["finish"] = choice.text, choice.finish_reason
+        meta["raw"], meta["finish"], meta["reasoning"] = choice.text, choice.finish_reason, choice.reasoning
         return True
 
     async def _checked(self, text: str) -> dict[str, Any]:

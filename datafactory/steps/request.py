@@ -71,7 +71,8 @@ class RequestStep:
         out = []
         for i, choice in enumerate(choices):
             meta = {"seq": base.get("seq", 0), "where": base.get("where", ""), "sample": i, "attempts": attempts,
-                    "raw": choice.text, "finish": choice.finish_reason, "messages": messages}
+                    "raw": choice.text, "finish": choice.finish_reason, "messages": messages,
+                    "reasoning": choice.reasoning}
             out.append(Record(id=f"{rec.id}-{i}" if multi else rec.id, source=rec.source, meta=meta))
         self.seconds += perf_counter() - t0
         return out

@@ -34,7 +34,7 @@ class ShapeStep:
     def _one(self, rec: Record, oid: str, obj: dict, meta: dict) -> Record:
         out = Record(id=oid, source=rec.source, fields=obj, meta=meta)
         try:
-            row = self.shape(self.output, obj, rec.source, oid)
+            row = self.shape(self.output, obj, rec.source, oid, reasoning=rec.meta.get("reasoning"))
         except ValidationFailed as exc:
             return reject(out, "validate", exc.reason, str(exc))
         if self.needs_object:
