@@ -23,10 +23,18 @@ from datafactory.quality.decontam_gate import DecontamGate
 from datafactory.record import Record
 from datafactory.testing.faults import default_responder
 
-# close to test item 531 ("48 people are riding a bus. On the first stop, 8 passengers get off ...") in
-# story and wording, but scoring below the lexical threshold: the judge's case
+# close to a test item in story and wording ("A train has 172 people traveling on it. At the first stop
+# 47 people get off ..."), but scoring below the lexical threshold: the judge's case
 BORDERLINE = ("A train leaves the station with 120 passengers. At the first stop 35 get off and 18 get on. "
               "How many passengers are on the train now?")
+NEAREST = "A train has 172 people traveling on it."
+
+
+def test_the_borderline_example_is_kept_by_the_lexical_methods_and_in_the_judges_band():
+    gate = DecontamGate(fields="question", judge=True)
+    assert gate.check(Record(id="r", source={}, fields={"question": BORDERLINE})) is None
+    (item, score), *_ = gate.candidates(BORDERLINE)
+    assert gate.judge_above <= score < gate.threshold and gate.texts[item].startswith(NEAREST)
 
 
 def gsm8k_question(index: int) -> str:
@@ -64,7 +72,7 @@ def judge_responder(body: dict[str, Any], k: int) -> str:
     if "Test item:" not in user:
         return default_responder(body, k)
     item = user.split("Test item:", 1)[1]
-    return "Yes." if "riding a bus" in item else "No"
+    return "Yes." if NEAREST in item else "No"
 
 
 def requester_for(proj: Any, run: Path) -> tuple[Requester, Stats, Cache]:
@@ -92,7 +100,8 @@ def test_judge_asks_the_runs_provider_about_a_borderline_record_once_and_caches_
 
     verdict, stats = asyncio.run(judged())
     assert verdict is not None and verdict.reason == "contaminated"
-    assert verdict.detail.startswith("gsm8k-test:531 llm_judge ")
+    item, method = verdict.detail.split(" ")[:2]
+    assert method == "llm_judge" and gate.texts[gate.ids.index(item)].startswith(NEAREST)
     assert server.requests == 1 and stats.requests_sent == 1 and stats.completion_tokens > 0  # the nearest: a yes
     assert "Test item:" in server.user_messages()[0] and BORDERLINE in server.user_messages()[0]
     verdict_again, stats_again = asyncio.run(judged())  # a rerun: the judge's request is a cache hit
@@ -134,6 +143,7 @@ def test_judge_in_a_run_is_one_more_request_counted_in_stats_and_cost_and_none_o
     assert server.requests == 1 + 2  # the rephrase again (new run dir) and one judge question
     assert stats.requests_sent == 2 and stats.cost_usd is not None and stats.cost_usd > cost_without
     (rejected,) = proj.rejects()
-    assert rejected["reason"] == "contaminated" and rejected["last_error"].startswith("gsm8k-test:531 llm_judge ")
+    assert rejected["reason"] == "contaminated" and " llm_judge " in rejected["last_error"]
+    assert rejected["last_error"].startswith("gsm8k-test:")
     again = proj.augment()
     assert server.requests == 3 and again.requests_sent == 0  # judge answers come from the cache too

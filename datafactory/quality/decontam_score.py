@@ -27,8 +27,8 @@ from datafactory.quality.normalize import I64, TokenBatch, tokenize_batch
 from datafactory.quality.shingle import WordRuns
 
 FEATURES = ("c3", "c2", "c1", "names", "c1*names", "r2", "r1")
-WEIGHTS = (0.2016, 0.0331, 0.0525, 0.0199, 0.1805, 0.3399, 0.1727)
-THRESHOLD = 0.225
+WEIGHTS = (0.2221, -0.0064, 0.0803, 0.0759, 0.0814, 0.3814, 0.1588)
+THRESHOLD = 0.237
 MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
 
 
@@ -47,7 +47,7 @@ class RephraseIndex:
         self.c3, self.c2 = GramIndex(3, max_df=0.02), GramIndex(2, max_df=0.02)
         self.c3.build(self.masked)
         self.c2.build(self.masked)
-        self.words = WordIndex(max_df=0.05)
+        self.words = WordIndex(max_df=0.02)
         self.words.build(raw, self.ordinary)
         # one table for both questions asked of each word: ordinary? and its key in the word index
         known = np.union1d(self.ordinary, self.words.grams.keys)
