@@ -3,8 +3,8 @@
 Features per (text, eval item) pair: :meth:`RephraseIndex.features`. Positives: each even-numbered
 GSM8K test question under every transformation, paired with its own item. Negatives: each
 even-numbered train question under every transformation, paired with its ``HARD`` best-scoring items.
-A class-balanced logistic regression; the weights are printed scaled so that they sum to 1 (a verbatim
-copy scores 1.0) and the threshold at 1% false positives on those negatives.
+A class-balanced logistic regression; the weights are printed scaled so that the positive ones sum to 1,
+and the threshold at 1% false positives on those negatives (each negative text scored by its best item).
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ numbers do not count as wording):
 
 * ``c3``, ``c2``, ``c1``: idf-weighted containment of the item's masked word 3-, 2- and 1-grams in the text;
 * ``names``: containment of the item's own names, numbers and rare words (what a rewording keeps);
-* ``c1*names``: both at once;
 * ``r2``, ``r1``: the share of the text's 2-grams and words that the item has (low when a long text merely
   contains a short item's stock phrases, "is 5 years older than").
 
@@ -26,9 +25,9 @@ from datafactory.quality.decontam_index import GramIndex, KeyTable, WordIndex, m
 from datafactory.quality.normalize import I64, TokenBatch, tokenize_batch
 from datafactory.quality.shingle import WordRuns
 
-FEATURES = ("c3", "c2", "c1", "names", "c1*names", "r2", "r1")
-WEIGHTS = (0.2221, -0.0064, 0.0803, 0.0759, 0.0814, 0.3814, 0.1588)
-THRESHOLD = 0.237
+FEATURES = ("c3", "c2", "c1", "names", "r2", "r1")
+WEIGHTS = (0.2304, -0.0081, 0.0949, 0.1036, 0.4017, 0.1693)
+THRESHOLD = 0.252
 MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
 
 
@@ -78,7 +77,7 @@ class RephraseIndex:
         c3 = self.c3.dense(masked)
         c2, r2 = self.c2.dense_both(masked)
         c1, names, r1 = self.words.dense3(tokens)
-        return [c3, c2, c1, names, c1 * names, r2, r1]
+        return [c3, c2, c1, names, r2, r1]
 
     def features(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
         """(rows, items, features) for fitting the weights."""
@@ -86,8 +85,7 @@ class RephraseIndex:
 
     def scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
         """(rows, items) rephrase scores of each row of ``tokens`` (normalised words) against each item:
-        ``features(tokens) @ weights``, with every linear term summed by one ``bincount`` over the
-        postings (only ``c1*names`` needs its two factors as matrices)."""
+        ``features(tokens) @ weights``, every term summed by one ``bincount`` over the postings."""
         out = np.zeros((len(tokens), self.items), np.float32)
         step = max(1, MAX_CELLS // max(self.items, 1))
         for lo in range(0, len(tokens), step):
@@ -96,7 +94,7 @@ class RephraseIndex:
         return out
 
     def _scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
-        w3, w2, w1, wn, wx, wr2, wr1 = self.weights
+        w3, w2, w1, wn, wr2, wr1 = self.weights
         rows_n, cells = len(tokens), len(tokens) * self.items
         inside, word_keys = self.lookup(tokens)
         masked = mask_tokens(tokens, inside)
@@ -112,18 +110,14 @@ class RephraseIndex:
             pairs.append(p2)
             weights.append(w2 * self.c2.post_share[f2] + wr2 / np.maximum(counts - 1, 1)[r2])
         p1, f1, r1 = self.words.grams.postings(tokens, at=word_keys)
-        product: npt.NDArray[np.float64] = np.zeros(cells, np.float64)
         if p1 is not None:
-            ordinary, names = self.words.share_ord[f1], self.words.share_name[f1]
             pairs.append(p1)
-            weights.append(w1 * ordinary + wn * names + wr1 * self.words.post_count[f1] / np.maximum(counts, 1)[r1])
-            if wx:
-                product = (np.bincount(p1, weights=ordinary, minlength=cells).astype(np.float64)
-                           * np.bincount(p1, weights=names, minlength=cells) * wx)
+            weights.append(w1 * self.words.share_ord[f1] + wn * self.words.share_name[f1]
+                           + wr1 * self.words.post_count[f1] / np.maximum(counts, 1)[r1])
         if not pairs:
             return np.zeros((rows_n, self.items), np.float32)
         linear = np.bincount(np.concatenate(pairs), weights=np.concatenate(weights), minlength=cells)
-        return (linear + product).reshape(rows_n, self.items).astype(np.float32)
+        return linear.reshape(rows_n, self.items).astype(np.float32)
 
     def best(self, tokens: TokenBatch, top: int = 1) -> tuple[I64, npt.NDArray[np.float32]]:
         """The ``top`` items of highest score per row, best first: (items, scores), each (rows, top)."""

@@ -100,8 +100,8 @@ class DecontaminateConfig:
     methods: list[str] = field(default_factory=lambda: ["ngram", "rephrase"], metadata=doc(
         "`ngram` (shared word n-gram) and/or `rephrase` (masked n-gram containment + names/numbers: catches "
         "reordered, renamed, renumbered, reworded copies)", check=_methods))
-    threshold: float = field(default=0.237, metadata=doc(
-        "`rephrase` score at or above which a text is contaminated (0.237: 1% false positives on GSM8K train, "
+    threshold: float = field(default=0.252, metadata=doc(
+        "`rephrase` score at or above which a text is contaminated (0.252: 1% false positives on GSM8K train, "
         "see benchmarks/decontam.py)", check=_share))
     inputs: list[str] = field(default_factory=list, metadata=doc(
         "mapped input fields checked before the request: a contaminated input row costs nothing"))
