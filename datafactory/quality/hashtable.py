@@ -47,8 +47,23 @@ class HashTable:
         insert of it would go (handing that to :meth:`place` saves probing twice). Makes room for
         all the keys first, so those slots stay valid until they are placed."""
         self.reserve(len(keys))
-        found, end = np.full(len(keys), -1, np.int64), self._home(keys)
-        pending, slot, mask = np.arange(len(keys)), end.copy(), len(self.keys) - 1
+        mask = len(self.keys) - 1
+        # most keys settle at their home slot (it holds them, or it is empty): one gather for all
+        end = self._home(keys)
+        stored = self.keys[end]
+        found = np.full(len(keys), -1, np.int64)
+        hit = stored == keys
+        if hit.any():
+            found[hit] = self.values[end[hit]]
+        rest = np.flatnonzero(~hit & (stored != 0))
+        if len(rest):
+            found[rest], end[rest] = self._probe_on(keys[rest], (end[rest] + 1) & mask)
+        return found, end
+
+    def _probe_on(self, keys: U64, slot: I64) -> tuple[I64, I64]:
+        """``probe`` for keys whose chain goes on from ``slot``."""
+        found, end = np.full(len(keys), -1, np.int64), slot.copy()
+        pending, mask = np.arange(len(keys)), len(self.keys) - 1
         # look at WINDOW slots per key per pass: chains at 0.7 load are often longer than one slot,
         # and a pass of numpy calls costs more than the slots it reads
         window = np.arange(self.WINDOW)
