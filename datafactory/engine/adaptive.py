@@ -10,9 +10,9 @@ is on the wire, so the limit below that ceiling is what really goes out. The lim
   recently, half-limit probe windows included) → the server is queueing (vLLM saturated,
   LLaMA-Factory's one-at-a-time worker): the limit shrinks in proportion, towards where the latency
   was flat;
-* latency flat (below ``GROW_RATIO`` × baseline), no 429/timeout, and the limit was used up in the
-  window → it grows by half (there is demand and the server keeps up), by a tenth once past the last
-  limit the latency said was enough (TCP's slow-start threshold).
+* latency flat (below ``GROW_RATIO`` × baseline and far from ``timeout_s``), no 429/timeout, and the
+  limit was used up in the window → it doubles until the first decrease, then grows by half, and by a
+  tenth once past the last limit the latency said was enough (TCP's slow-start threshold).
 
 Only requests sent under the current limit count towards its window: replies still queued from a
 higher limit would otherwise make it shrink again and again.
@@ -40,12 +40,16 @@ START = 4
 MIN_WINDOW = 8
 QUEUE_RATIO = 1.5
 GROW_RATIO = 1.2
+START_GROWTH = 2.0
 GROWTH = 1.5
 SLOW_GROWTH = 1.1
 BACKOFF = 0.5
 # latency differences below this are noise (event-loop scheduling, a busy client), not queueing
 LATENCY_SLACK_S = 0.01
 BASELINE_WINDOWS = 20
+# no growth that could take the latency (which grows with the limit on a queueing server) past this share
+# of limits.timeout_s: the target is zero timeouts
+TIMEOUT_SHARE = 0.5
 # every this many windows, one window runs at half the limit (see _revise)
 PROBE_EVERY = 10
 
@@ -60,8 +64,9 @@ class AdaptiveLimit:
     """An in-flight limiter whose limit follows the server (see the module docstring). ``report`` is the
     ``adaptive_concurrency`` block of stats.json, kept up to date once per window."""
 
-    def __init__(self, ceiling: int, *, start: int = START, floor: int = 2,
+    def __init__(self, ceiling: int, *, start: int = START, floor: int = 2, timeout_s: float | None = None,
                  report: dict[str, Any] | None = None) -> None:
+        self.timeout_s = timeout_s
         self.ceiling = max(1, ceiling)
         self.floor = min(max(1, floor), self.ceiling)
         self.limit = float(min(max(start, self.floor), self.ceiling))
@@ -116,7 +121,9 @@ class AdaptiveLimit:
 
     def _revise(self) -> None:
         old = self.limit
-        median = statistics.median(self._latencies) if len(self._latencies) >= MIN_WINDOW // 2 else None
+        # the later half of the window: the first replies under a new limit come before its queue has built up
+        late = self._latencies[len(self._latencies) // 2:]
+        median = statistics.median(late) if len(late) >= MIN_WINDOW // 4 else None
         baseline = min(self._baselines) if self._baselines else median
         if self._probe_hold is not None:  # a window at half the limit, to measure the unqueued latency
             self.limit, self._probe_hold = self._probe_hold, None
@@ -127,9 +134,7 @@ class AdaptiveLimit:
                 self.limit = max(self.floor, self.limit * max(BACKOFF, GROW_RATIO * baseline / median))
                 self._ssthresh = self.limit
             elif median <= GROW_RATIO * baseline + LATENCY_SLACK_S and self._saturated:
-                growth = GROWTH if self.limit < self._ssthresh else SLOW_GROWTH
-                self.limit = min(float(self.ceiling), self._ssthresh if self.limit < self._ssthresh
-                                 < self.limit * growth else max(self.limit + 1, self.limit * growth))
+                self._grow(median)
         if self._overloaded:
             self.limit = max(self.floor, self.limit * BACKOFF)
         if median is not None:
@@ -153,6 +158,16 @@ class AdaptiveLimit:
         self._overloaded = self._saturated = False
         self._changed.set()
         self._report()
+
+    def _grow(self, median: float) -> None:
+        growth = (START_GROWTH if not self.decreases  # nothing learnt yet: find the level fast
+                  else GROWTH if self.limit < self._ssthresh else SLOW_GROWTH)
+        new = self._ssthresh if self.limit < self._ssthresh < self.limit * growth else \
+            max(self.limit + 1, self.limit * growth)
+        # on a queueing server the latency grows with the limit: never towards limits.timeout_s
+        if self.timeout_s is not None and median * new / self.limit >= TIMEOUT_SHARE * self.timeout_s:
+            return
+        self.limit = min(float(self.ceiling), new)
 
     def _report(self) -> None:
         final = max(self.floor, int(self._probe_hold)) if self._probe_hold is not None else self.current

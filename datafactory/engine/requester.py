@@ -59,8 +59,9 @@ class Requester:
         self.provider = structured(provider, cfg.structured_output, cfg.kind, pipe.schema, cfg.params, pipe.name,
                                    stats.sections.setdefault("structured_output", {}))
         # limits.concurrency auto: the scheduler runs max_concurrency workers, this decides how many send
-        self.adaptive = (AdaptiveLimit(pipe.limits.concurrency, report=stats.sections.setdefault(
-            "adaptive_concurrency", {})) if pipe.limits.adaptive else None)
+        self.adaptive = (AdaptiveLimit(pipe.limits.concurrency, timeout_s=pipe.limits.timeout_s,
+                                       report=stats.sections.setdefault("adaptive_concurrency", {}))
+                         if pipe.limits.adaptive else None)
         self.breaker = breaker or breaker_for(pipe)
         self.budget = budget
         self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,

@@ -8,7 +8,8 @@ reasoning fields. Kept out of ``loopback.py`` (which only calls the three hooks 
   "response_format"], ...}]}``), ``refuse_json_schema`` (json_schema refused with a 400, json_object
   honoured: servers that only know JSON mode).
 * ``max_working``: the server works on at most K requests at once and queues the rest, as vLLM
-  does when saturated and LLaMA-Factory does with K = 1 (no 429, the latency grows instead).
+  does when saturated and LLaMA-Factory does with K = 1 (no 429, the latency grows instead); a
+  request whose client gave up is still worked on to its end, as on those servers.
 * ``reasoning``: ``content`` (a ``<think>`` block before the answer), ``reasoning_content`` or
   ``reasoning`` (a separate field of the message, as DeepSeek / vLLM send it).
 
@@ -22,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from datafactory.record import content_hash
 from datafactory.testing.faults import Responder, default_responder, error_body, fastapi_error_body
 
+T = TypeVar("T")
 RESPONSE_FORMAT_MODES = ("ignore", "honour", "refuse", "refuse_fastapi", "refuse_json_schema")
 REASONING_MODES = (None, "content", "reasoning_content", "reasoning")
 REASONING_TEXT = "Let me think step by step. The numbers are {\"a\": 1} and so on."
@@ -80,6 +82,18 @@ class Capabilities:
                                     "by this server")
 
     # ------------------------------------------------------------------ hook 2: queue
+    async def work(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Make the reply in a work slot. A client that gives up (its timeout) does not free the slot:
+        like a real server, this one keeps generating the abandoned reply, so queued requests wait on."""
+        if self.max_working is None:
+            return await make()
+
+        async def in_slot() -> T:
+            async with self.slot():
+                return await make()
+
+        return await asyncio.shield(asyncio.ensure_future(in_slot()))
+
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of ``max_working`` work slots (waiting in line for it) while the reply is made."""

@@ -285,7 +285,9 @@ class LoopbackServer:
             if refusal is not None:
                 status = refusal[0]
                 return _json_response(*refusal)
-            async with caps.slot() if caps is not None else contextlib.nullcontext():
+            if caps is not None:
+                resp, status = await caps.work(lambda: self._answer(request, body, index))
+            else:
                 resp, status = await self._answer(request, body, index)
             return resp
         finally:
