@@ -163,7 +163,7 @@ class StructuredOutput:
             try:
                 comp = await self.inner.complete(model, messages, self._params(params, level))
             except ProviderError as exc:
-                if self._refused(exc, level):
+                if self.refused(exc, level):
                     continue
                 raise
             finally:
@@ -174,8 +174,9 @@ class StructuredOutput:
                 self.confirmed = True
             return comp
 
-    def _refused(self, exc: ProviderError, level: int) -> bool:
-        """True when ``exc`` refused the format sent at ``level`` and a lower step is left (ask again)."""
+    def refused(self, exc: ProviderError, level: int) -> bool:
+        """True when ``exc`` refused the format sent at ``level`` and a lower step is left (ask again).
+        Batch mode calls it too, for a batch line refused for its response_format."""
         if self.formats[level] is None or not is_refusal(exc) or level + 1 >= len(self.formats):
             return False
         self.report["refused_requests"] += 1
@@ -187,6 +188,8 @@ class StructuredOutput:
                                              "to": self.report["sent"], "status": exc.status,
                                              "server_said": str(exc)[:300]})
         return True
+
+    _refused = refused  # the name batch mode (engine/batch/driver.py) first used
 
     async def aclose(self) -> None:
         await self.inner.aclose()
