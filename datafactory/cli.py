@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "rerun the same command to collect")
     a.add_argument("--cancel-batches", action="store_true", help="batch mode: cancel the run dir's batches still "
                    "running on the provider")
+    a.add_argument("--engine", choices=("asyncio", "ray"), default="asyncio",
+                   help="asyncio (one process, default) or ray: the same flow on Ray Data (pip install -e '.[ray]')")
+    a.add_argument("--ray-address", metavar="ADDR", help="--engine ray: an existing Ray cluster (auto, or "
+                   "HEAD:6379; the run dir must be on a filesystem every node sees); default: a local Ray")
+    a.add_argument("--workers", type=_positive_int, help="--engine ray: worker actors, each with its own "
+                   "connections and limits.concurrency requests in flight (default: one per CPU)")
 
     v = sub.add_parser("validate", help="check a pipeline or train-eval recipe YAML without running it",
                        description="Check a pipeline (config, input file, input columns, gate field names) or "
@@ -145,6 +151,16 @@ def _concurrency(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {value!r}") from None
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
 def _augment(args: argparse.Namespace, argv: list[str]) -> int:
     from datafactory.config.pipeline import load_pipeline
 
@@ -170,7 +186,8 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
     signals.hold()  # from here on no signal can lose the export, the summary or the resume hint
     stopped: RunStopped | None = None
     try:
-        stats = augment(pipe, quiet=args.quiet)
+        stats = augment(pipe, quiet=args.quiet, engine=args.engine, ray_address=args.ray_address,
+                        workers=args.workers)
     except RunStopped as exc:
         if exc.stats is None:
             raise

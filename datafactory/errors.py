@@ -24,6 +24,7 @@ Every exception class of datafactory is defined here and gets its context throug
     │   ├── DatasetNotRegistered(dataset, format)   a written dataset that dataset_info.json cannot hold
     │   ├── NotARunDir(path)            ``report`` on a folder that holds no augment or train-eval run
     │   ├── TrainExtraMissing(missing)  torch / LLaMA-Factory / lm-eval not installed
+    │   ├── RayExtraMissing             --engine ray without the ray extra installed
     │   ├── NoCheckpoint(train_dir)     training left no checkpoint to select
     │   ├── Interrupted(what, log_path, signum)   Ctrl-C / SIGTERM stopped a child process
     │   └── ChildProcessFailed(command, returncode, log_path)
@@ -219,6 +220,10 @@ class NotARunDir(UserError):
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         super().__init__(message)
+
+
+class RayExtraMissing(UserError):
+    """``--engine ray`` in an environment without Ray Data (``pip install -e ".[ray]"``)."""
 
 
 # ---------------------------------------------------------------- train / evaluate

@@ -1,0 +1,189 @@
+"""``augment(..., engine="ray")``: the driver of a run on Ray Data.
+
+1. Before any request, as the asyncio engine: config-change notice, dedup memory seeded from the rows
+   already written (resume) and the input texts, the input read in order with the row keys
+   (``engine/ray/feed.py``); rows with an outcome are skipped (a rerun of a finished run starts no worker).
+2. The rows left become a Ray Dataset (``from_items`` of pickled records, in input order) mapped by
+   :class:`~datafactory.engine.ray.worker.RowWorker` on an actor pool of ``workers`` actors: request,
+   parse, validate, shape, gates without memory, async gates — each response stored by the worker that
+   got it, the moment it arrived.
+3. The driver consumes the output *in input order* (``preserve_order``), runs the gates with memory
+   (exact / near dedup) over it in micro-batches — one global memory, the verdicts of the asyncio
+   engine for the same input order, whatever worker answered first — and commits every row's outcome
+   to the run dir's commit log (``engine/cache.py``) in one transaction per output batch.
+4. Export, stats.json (``engine``, ``workers``, ``ray``), dataset_info.json, report: ``engine/export.py``.
+
+Kill -9 of the driver: a row is committed only after its responses were stored by its worker, so a
+lost row has no outcome and the rerun redoes it from the stored responses (``engine/ray/responses.py``:
+a worker looks in every worker's file); no row is counted twice (one outcome per row key).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import ray
+
+from datafactory.config.pipeline import Pipeline
+from datafactory.engine.augment import _announce_config_change, _seed_dedup, count_rows
+from datafactory.engine.cache import Cache
+from datafactory.engine.commit import CommitBatcher
+from datafactory.engine.config_change import fingerprint, fingerprint_parts
+from datafactory.engine.export import finalize
+from datafactory.engine.gates import build_gates
+from datafactory.engine.input import release as release_input
+from datafactory.engine.progress import Progress
+from datafactory.engine.ray.collect import Collector
+from datafactory.engine.ray.feed import records_to_do
+from datafactory.engine.ray.limiter import LimiterActor
+from datafactory.engine.ray.responses import merge_into
+from datafactory.engine.ray.worker import RowWorker, dumps
+from datafactory.engine.signals import routed
+from datafactory.engine.stats import Stats
+from datafactory.errors import ConfigError, RequestsFailing, UserError
+from datafactory.io.rundir import RunDir
+from datafactory.report.timeline import record_timeline
+
+log = logging.getLogger("datafactory")
+ROWS_PER_BLOCK = 256
+
+
+def check_supported(pipe: Pipeline) -> None:
+    """What the Ray engine does not do yet: a clear message naming the key, before anything runs."""
+    if pipe.provider.mode == "batch":
+        raise ConfigError("batch mode runs on the asyncio engine; drop --engine ray (or provider.mode)",
+                          key="provider.mode")
+    if pipe.limits.max_cost_usd is not None:
+        raise ConfigError("a cost limit is not enforced across Ray workers yet; drop it or use the asyncio "
+                          "engine", key="limits.max_cost_usd")
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to ``address`` (a cluster) or start a local Ray sized to the machine; True when this call
+    started or connected it (and the run must shut it down)."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    ray.init(address=address, **kwargs)
+    return True
+
+
+def default_workers() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def run_ray(pipe: Pipeline, api_key: str, progress: Progress, *, address: str | None = None,
+            workers: int | None = None, handle_signals: bool = True) -> Stats:
+    run = RunDir(pipe.output.dir)
+    try:
+        check_supported(pipe)
+        run.acquire()
+    except BaseException:
+        release_input(pipe)
+        raise
+    stats = Stats(rows_total=count_rows(pipe))
+    progress = record_timeline(progress, run.path)
+    cache: Cache | None = None
+    started = False
+    try:
+        run.write_resolved_config(pipe.resolved())
+        cache = Cache(run.cache)
+        fp = fingerprint(pipe)
+        _announce_config_change(cache, pipe, fp, fingerprint_parts(pipe), stats)
+        gates = build_gates(pipe)
+        seen = _seed_dedup(SimpleNamespace(steps=gates, gates=gates.gates), cache, fp, pipe)  # type: ignore[arg-type]
+        if stats.rows_total is None and seen is not None:
+            stats.rows_total = seen if pipe.input.limit is None else min(seen, pipe.input.limit)
+        todo = records_to_do(pipe, cache, fp, stats)
+        commits = CommitBatcher(cache, fp, stats, max_wait_s=0, stored_props=gates.stored_props)
+        collect = Collector(gates.ordered, commits, stats)
+        stop: list[int] = []
+        stats.sections["ray"] = {"address": address, "workers": 0}
+        with routed(stop.append, enabled=handle_signals):
+            progress.start(stats)
+            complete = False
+            try:
+                if todo:
+                    started = start_ray(address)
+                    n = workers or default_workers()
+                    stats.sections.update(engine="ray", workers=n)
+                    _map(pipe, api_key, run, todo, n, collect, stats, progress, stop)
+                else:
+                    stats.sections.update(engine="ray", workers=0)
+                complete = not stop and collect.halted is None and not collect.no_outcome
+            finally:
+                commits.close()
+                stats.finished = time.monotonic()
+                stats.interrupted = stats.interrupted or bool(stop)
+                stats.stop_signal = stop[0] if stop else None
+                collect.publish()
+                stats.sections["ray"]["responses_merged"] = merge_into(cache, run.path)
+                stats.top_rejects = cache.reject_examples(fp)
+                finalize(run, cache, pipe, fp, stats, complete=complete)
+                progress.stop(stats)
+        if collect.halted is not None:
+            raise _stop_error(collect.halted, stats)
+        return stats
+    finally:
+        if cache is not None:
+            cache.close()
+        release_input(pipe)
+        run.release()
+        if started:
+            ray.shutdown()
+
+
+def _map(pipe: Pipeline, api_key: str, run: RunDir, todo: list[Any], workers: int, collect: Collector,
+         stats: Stats, progress: Progress, stop: list[int]) -> None:
+    """The rows through the actor pool; their outcomes through the collector, in input order."""
+    from ray.data import ActorPoolStrategy, DataContext
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # the output in input order: dedup decides as asyncio does
+    ctx.enable_progress_bars = False
+    limiter = LimiterActor.options(num_cpus=0, max_concurrency=10_000).remote(
+        pipe.limits.rpm, pipe.limits.tpm, _max_completion(pipe))
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    items = [{"seq": rec.meta["seq"], "rec": dumps(rec)} for rec in todo]
+    blocks = max(1, min(len(items), max(4 * workers, len(items) // ROWS_PER_BLOCK)))
+    batch = max(1, min(pipe.limits.concurrency, 64))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    out = ds.map_batches(RowWorker, fn_constructor_args=(pipe, api_key, str(run.path), limiter),
+                         batch_size=batch, batch_format="numpy", compute=ActorPoolStrategy(size=workers),
+                         num_cpus=min(1.0, cpus / workers), zero_copy_batch=True)
+    stats.sections["ray"].update(address=ray.get_runtime_context().gcs_address, workers=workers,
+                                 blocks=blocks, batch_size=batch)
+    try:
+        for chunk in out.iter_batches(batch_size=None, batch_format="numpy"):
+            collect.take(chunk)
+            progress.update(stats)
+            if stop or collect.halted is not None:
+                break
+    finally:
+        try:
+            stats.sections["ray"]["limiter"] = ray.get(limiter.report.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 — the report is informative; a dead actor must not fail the export
+            stats.sections["ray"]["limiter"] = None
+        ray.kill(limiter)
+
+
+def _max_completion(pipe: Pipeline) -> int:
+    from datafactory.engine.requester import expected_completion_tokens
+
+    return expected_completion_tokens(pipe)
+
+
+def _stop_error(info: dict[str, Any], stats: Stats) -> UserError:
+    """The stop a worker reported, raised by the driver after the export (as the asyncio engine does)."""
+    exc: UserError
+    if info["kind"] == "RequestsFailing":
+        exc = RequestsFailing(info["message"], error=None, failures=info["failures"], hint=info["hint"])
+        exc.stats = stats
+        stats.stopped = "RequestsFailing"
+    else:
+        exc = UserError(info["message"])
+    return exc
