@@ -131,6 +131,19 @@ class Cache:
             "AND NOT (ok = 0 AND asked_again(reason)) LIMIT 1",
             (fingerprint, row_key)).fetchone() is not None
 
+    def done_keys(self, fingerprint: str, row_keys: list[str]) -> set[str]:
+        """The keys among ``row_keys`` that are done (``is_done``), in one query."""
+        if not row_keys:
+            return set()
+        return {key for (key,) in self._db.execute(
+            "SELECT DISTINCT row_key FROM outcomes WHERE fingerprint = ? AND row_key IN "
+            "(SELECT value FROM json_each(?)) AND NOT (ok = 0 AND asked_again(reason))",
+            (fingerprint, orjson.dumps(row_keys).decode()))}
+
+    def has_outcomes(self, fingerprint: str) -> bool:
+        """Whether any row of this configuration has an outcome (a resume; a fresh run has none)."""
+        return self._has_outcomes(fingerprint)
+
     def commit_row(self, fingerprint: str, row_key: str, seq: int, samples: list[Sample]) -> None:
         """Record every sample of one input row in one transaction: all or nothing."""
         self.commit_rows(fingerprint, [(row_key, seq, samples)])

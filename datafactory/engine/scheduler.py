@@ -144,16 +144,16 @@ class Scheduler:
         rows = input_for(self.pipe).rows()  # one stream per run for a hub dataset (engine/input.py)
         seen: dict[int, int] = {}
         seq = 0
+        resume = self.cache.has_outcomes(self.fingerprint)  # a fresh run has no row to skip: no lookups
         try:
             while True:
                 batch = await asyncio.to_thread(_take, rows, BATCH)
                 if not batch:
                     break
-                todo: list[Record] = []
+                keyed: list[tuple[int, dict[str, Any] | BadRow, str, str | None]] = []
                 for pos, row in batch:
-                    if inp.limit is not None and seq >= inp.limit:
+                    if inp.limit is not None and seq + len(keyed) >= inp.limit:
                         break
-                    seq += 1
                     key = row_key(row)
                     h = int(key, 16)
                     dup_of = None
@@ -162,7 +162,12 @@ class Scheduler:
                         dup_of, key = key, f"{key}~{seen[h]}"
                     else:
                         seen[h] = 0
-                    if self.cache.is_done(self.fingerprint, key):
+                    keyed.append((pos, row, key, dup_of))
+                done = self.cache.done_keys(self.fingerprint, [k for _, _, k, _ in keyed]) if resume else set()
+                todo: list[Record] = []
+                for pos, row, key, dup_of in keyed:
+                    seq += 1
+                    if key in done:
                         self.stats.rows_skipped_done += 1
                         continue
                     meta: dict[str, Any] = {"seq": seq, "where": f"{inp.path}:{pos}"}
