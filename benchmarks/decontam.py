@@ -18,7 +18,10 @@ every number is on rows the fit did not see.
 Methods: ``ngram13`` (a shared normalised 13-word run: the gate before issue 14), ``c8`` (masked word
 8-gram containment >= 0.5), ``minhash`` (MinHash Jaccard of masked word 3-grams, 128 permutations, >= 0.5,
 against the 5 items the index retrieves), ``lcs`` (masked word LCS ratio > 0.6, Qwen2.5-Math's rule,
-against the same 5), ``rephrase`` (score >= its threshold, 0.225) and ``gate`` (what ships: ngram13 or rephrase).
+against the same 5), ``rephrase`` (score >= its threshold), ``identity`` (the names, numbers and rare words of
+one of the 2 nearest items: Jaccard >= 0.6, 3 or more shared) and ``gate`` (what ships: all three, through
+the gate's own ``check_tokens``). Last, 12 hand-written rephrasings in the style of a "rephrase this question"
+prompt (``benchmarks/decontam_rewrites.py``).
 The last two columns are for the optional LLM judge: the recall a judge that is always right would
 reach (kept positives scoring in ``[judge_above, threshold)`` whose own item is among the judge's
 candidates), and its load: judge requests per clean negative record (at most ``judge_top_k`` each).
@@ -42,16 +45,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from decontam_rewrites import REWRITES  # noqa: E402
 from decontam_transforms import TRANSFORMS, person_names, transform  # noqa: E402
 
-from datafactory.quality.decontam_gate import DecontamGate  # noqa: E402
+from datafactory.quality.decontam_gate import (  # noqa: E402
+    IDENTITY_FLOOR,
+    IDENTITY_JACCARD,
+    IDENTITY_SHARED,
+    DecontamGate,
+)
 from datafactory.quality.decontam_index import GramIndex, lcs_ratio, mask_tokens, row_words  # noqa: E402
 from datafactory.quality.minhash import MinHasher  # noqa: E402
 from datafactory.quality.normalize import tokenize_batch  # noqa: E402
 from datafactory.record import Record  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
-METHODS = ("ngram13", "c8", "minhash", "lcs", "rephrase", "gate")
+METHODS = ("ngram13", "c8", "minhash", "lcs", "rephrase", "identity", "gate")
 RETRIEVED = 5
 
 
@@ -84,9 +93,14 @@ class Scorer:
         lcs = np.array([max(lcs_ratio(row_words(masked, r), row_words(index.masked, int(i))) for i in top[r])
                         for r in range(len(texts))])
         best = scores.max(axis=1)
-        band = ~rephrase & ~exact & (best >= gate.judge_above)  # what the judge would be asked about
+        near = np.flatnonzero(best >= IDENTITY_FLOOR)
+        shared, jac = index.identity(tokens, near, top[near, :2])
+        identity = np.zeros(len(texts), np.bool_)
+        identity[near] = ((shared >= IDENTITY_SHARED) & (jac >= IDENTITY_JACCARD)).any(axis=1)
+        shipped = np.array([v is not None for v in gate.check_tokens(tokens)])  # the gate's own path
+        band = ~shipped & (best >= gate.judge_above)  # what the judge would be asked about
         return {"ngram13": exact, "c8": c8, "minhash": jaccard >= 0.5, "lcs": lcs > 0.6, "rephrase": rephrase,
-                "gate": exact | rephrase, "band": band, "top": top[:, : gate.judge_top_k]}
+                "identity": identity, "gate": shipped, "band": band, "top": top[:, : gate.judge_top_k]}
 
 
 def near_duplicates(scorer: Scorer, train: list[str]) -> np.ndarray:
@@ -153,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {m} | {np.mean(pos_all[m]):.3f} | {min(pos_all[m]):.3f} | {np.mean(fp_rows[m]):.4f} | "
               f"{max(fp_rows[m]):.4f} |")
     print(f"\nclean train questions: {len(clean)} per transformation")
+    rewrites = scorer.verdicts(REWRITES)
+    own = np.arange(len(REWRITES))
+    judged = rewrites["band"] & (rewrites["top"] == own[:, None]).any(axis=1)
+    print(f"hand-written rephrasings of test items 0-{len(REWRITES) - 1} (benchmarks/decontam_rewrites.py, numbers "
+          f"and names kept): gate {int(rewrites['gate'].sum())}/{len(REWRITES)} (rephrase "
+          f"{int(rewrites['rephrase'].sum())}, identity {int(rewrites['identity'].sum())}), the rest in the judge's "
+          f"band with their own item a candidate: {int(judged.sum())}/{len(REWRITES) - int(rewrites['gate'].sum())}")
     mixed = [transform("all", t, i, names) for i, t in enumerate(train[:4000])] + test[:1000]
     for batch in (64, 1024):
         print(f"gate check_batch, batches of {batch}: {speed(gate, mixed, batch):,.0f} rows/s on one core")

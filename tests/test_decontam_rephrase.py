@@ -27,6 +27,10 @@ ISSUE_EXAMPLE = ("How many flowers does he plant total? Consider the following: 
 JANET_REWORDED = ("Every day, Maria sells the rest at the farmers' market for $3 per fresh duck egg. Maria's ducks "
                   "lay 20 eggs per day. She consumes four for breakfast every morning and bakes muffins for her pals "
                   "daily with five. How much in dollars does she earn every day at the farmers' market?")
+# test item 10 reworded the way a "rephrase this question" prompt does: every number kept, the wording new
+DOWNLOADS_REWORDED = ("In its first month a new program was downloaded 60 times. The second month saw three times "
+                      "as many downloads, while the third month dropped 30% from the second. What was the total "
+                      "number of downloads across the three months?")
 UNRELATED = [
     "A baker sells 12 loaves of bread each hour for 8 hours. Each loaf costs $3. How much money does the baker "
     "make in a day?",
@@ -67,6 +71,13 @@ def test_renamed_renumbered_reworded_and_reordered_test_question_is_caught(gate:
     assert verdict is not None and verdict.detail.startswith("gsm8k-test:0 rephrase ")
 
 
+def test_rewording_that_keeps_the_numbers_is_caught_by_the_names_and_numbers_it_shares(gate: DecontamGate) -> None:
+    assert DecontamGate(fields="question", methods=["ngram", "rephrase"]).check(rec(DOWNLOADS_REWORDED)) is None
+    verdict = gate.check(rec(DOWNLOADS_REWORDED))
+    assert verdict is not None and verdict.detail.startswith("gsm8k-test:10 identity ")
+    assert "names/numbers in common" in verdict.detail
+
+
 def test_verbatim_copy_is_named_by_the_13_gram_method_with_the_shared_words(gate: DecontamGate) -> None:
     question = json.loads(builtin_eval_set("gsm8k").read_text(encoding="utf-8").splitlines()[5])["question"]
     verdict = gate.check(rec("Consider this: " + question))
@@ -78,12 +89,13 @@ def test_unrelated_grade_school_questions_are_kept(gate: DecontamGate) -> None:
 
 
 def test_batch_verdicts_equal_one_record_at_a_time(gate: DecontamGate) -> None:
-    texts = [ISSUE_EXAMPLE, *UNRELATED, JANET_REWORDED, "", "How many?"]
+    texts = [ISSUE_EXAMPLE, *UNRELATED, JANET_REWORDED, DOWNLOADS_REWORDED, "", "How many?"]
     records = [rec(t, i) for i, t in enumerate(texts)]
     assert gate.check_batch(records) == [gate.check(r) for r in records]
 
 
 def test_methods_ngram_alone_is_the_13_gram_gate(gate: DecontamGate) -> None:
+    assert gate.methods == ("ngram", "rephrase", "identity")
     old = DecontamGate(fields="question", methods=["ngram"])
     assert old.index is None and old.check(rec(ISSUE_EXAMPLE)) is None
     with pytest.raises(ValueError, match="methods"):

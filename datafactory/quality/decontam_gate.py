@@ -33,7 +33,12 @@ from datafactory.quality.gate import FieldSpec, Reject, field_names, field_texts
 from datafactory.quality.normalize import TokenBatch, tokenize_batch, tokens_for
 from datafactory.record import Record
 
-METHODS = ("ngram", "rephrase")
+METHODS = ("ngram", "rephrase", "identity")
+# ``identity``: a text whose names, numbers and rare words are (nearly) those of an eval item it is close
+# to — a rewording that kept the quantities and the cast. Jaccard of the two sets, with a few shared at least
+IDENTITY_JACCARD = 0.6
+IDENTITY_SHARED = 3
+IDENTITY_FLOOR = 0.14  # rephrase score from which a text's nearest items are compared this way
 SHOWN_CHARS = 80  # start of the eval item's text quoted in a reject
 NEAREST_HELD = 4096  # kept records whose judge candidates wait for acheck
 
@@ -69,7 +74,7 @@ class DecontamGate:
             self.texts.extend(t for _, t in items)
         self.exact = Decontaminator(ngram=ngram, fields=self.fields, eval_sets=())
         self.exact.add_items(zip(self.ids, self.texts, strict=True))
-        self.index = RephraseIndex(self.texts) if "rephrase" in self.methods or judge else None
+        self.index = RephraseIndex(self.texts) if {"rephrase", "identity"} & set(self.methods) or judge else None
         # the stats.json block, kept current: per eval set its rejects by stage ("output"/"input") and
         # method; the judge's requests and answers
         sizes = Counter(self._set_of)
@@ -125,19 +130,37 @@ class DecontamGate:
             for row, hit in enumerate(self.exact.hits(tokens)):
                 if hit is not None:
                     out[row] = self._reject(hit[0], f"ngram{self.exact.ngram}", 1.0, stage, f' shares "{hit[1]}"')
-        if "rephrase" in self.methods and self.index is not None:
-            rest = np.array([row for row, verdict in enumerate(out) if verdict is None], np.int64)
-            if len(rest):
-                top = self.judge_top_k if texts is not None else 1
-                items, scores = self.index.best(tokens.select(rest) if len(rest) < n else tokens, top)
-                if texts is not None and len(self._nearest) > NEAREST_HELD:
-                    self._nearest.clear()  # records not judged after all (rejected by a later gate)
-                for j, row in enumerate(rest.tolist()):
-                    if scores[j, 0] >= self.threshold:
-                        out[row] = self._reject(int(items[j, 0]), "rephrase", float(scores[j, 0]), stage)
-                    elif texts is not None:
-                        self._nearest[texts[row]] = [(int(i), float(s)) for i, s in zip(items[j], scores[j],
-                                                     strict=True) if s >= self.judge_above]
+        index = self.index
+        if index is None or not ({"rephrase", "identity"} & set(self.methods)):
+            return out
+        rest = np.array([row for row, verdict in enumerate(out) if verdict is None], np.int64)
+        if not len(rest):
+            return out
+        part = tokens.select(rest) if len(rest) < n else tokens
+        top = max(self.judge_top_k if texts is not None else 1, 2 if "identity" in self.methods else 1)
+        items, scores = index.best(part, top)
+        if texts is not None and len(self._nearest) > NEAREST_HELD:
+            self._nearest.clear()  # records not judged after all (rejected by a later gate)
+        same: dict[int, tuple[int, int, float]] = {}
+        if "identity" in self.methods:
+            near = np.flatnonzero(scores[:, 0] >= IDENTITY_FLOOR)
+            shared, jaccard = index.identity(part, near, items[near, :2])
+            for j, sh, jac, cand in zip(near.tolist(), shared.tolist(), jaccard.tolist(), items[near, :2].tolist(),
+                                        strict=True):
+                for c in range(len(cand)):
+                    if sh[c] >= IDENTITY_SHARED and jac[c] >= IDENTITY_JACCARD:
+                        same[j] = (cand[c], sh[c], jac[c])
+                        break
+        for j, row in enumerate(rest.tolist()):
+            if "rephrase" in self.methods and scores[j, 0] >= self.threshold:
+                out[row] = self._reject(int(items[j, 0]), "rephrase", float(scores[j, 0]), stage)
+                continue
+            if j in same:
+                item, count, jac = same[j]
+                out[row] = self._reject(item, "identity", jac, stage, f" ({count} names/numbers in common)")
+            if out[row] is None and texts is not None:
+                self._nearest[texts[row]] = [(int(i), float(s)) for i, s in zip(items[j, :self.judge_top_k],
+                                             scores[j, :self.judge_top_k], strict=True) if s >= self.judge_above]
         return out
 
     def candidates(self, text: str) -> list[tuple[int, float]]:

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from datafactory.quality.decontam_index import GramIndex, KeyTable, WordIndex, mask_tokens, ordinary_words
-from datafactory.quality.normalize import I64, TokenBatch, tokenize_batch
+from datafactory.quality.normalize import I64, U64, TokenBatch, mix64, tokenize_batch
 from datafactory.quality.shingle import WordRuns
 
 FEATURES = ("c3", "c2", "c1", "names", "r2", "r1")
@@ -56,9 +56,19 @@ class RephraseIndex:
         at = np.minimum(at, max(len(self.words.grams.keys) - 1, 0))
         held = self.words.grams.keys[at] == known if len(self.words.grams.keys) else np.zeros(len(known), np.bool_)
         self._known_key = np.where(held, at, -1)
+        self._last: tuple[TokenBatch, tuple[npt.NDArray[np.bool_], I64]] | None = None
+        self._build_identity(raw)  # each item's names, numbers and rare words
 
     def lookup(self, tokens: TokenBatch) -> tuple[npt.NDArray[np.bool_], I64]:
-        """Per word of ``tokens``: ordinary (kept by the mask)? and its key in the word index (-1: none)."""
+        """Per word of ``tokens``: ordinary (kept by the mask)? and its key in the word index (-1: none).
+        The last batch's answer is kept: the gate asks again about the same batch (``identity``)."""
+        if self._last is not None and self._last[0] is tokens:
+            return self._last[1]
+        found = self._lookup(tokens)
+        self._last = (tokens, found)
+        return found
+
+    def _lookup(self, tokens: TokenBatch) -> tuple[npt.NDArray[np.bool_], I64]:
         at = self._known.find(tokens.word_hashes)
         known = at >= 0
         inside = np.zeros(len(at), np.bool_)
@@ -70,6 +80,41 @@ class RephraseIndex:
     def inside(self, tokens: TokenBatch) -> npt.NDArray[np.bool_]:
         """Which words of ``tokens`` are ordinary (kept by the mask)."""
         return self._ordinary.find(tokens.word_hashes) >= 0
+
+    def _oov_words(self, tokens: TokenBatch, rows: I64) -> tuple[I64, U64]:
+        """The distinct (row, word) pairs of ``rows`` whose word is not ordinary (names, numbers, rare words)."""
+        inside = self.lookup(tokens)[0]
+        row_of = np.repeat(np.arange(len(tokens)), tokens.word_counts())
+        pick = np.flatnonzero(np.isin(row_of, rows) & ~inside)
+        r, w = row_of[pick], tokens.word_hashes[pick]
+        order = np.lexsort((w, r))
+        r, w = r[order], w[order]
+        first = np.concatenate((r[:1] == r[:1], (r[1:] != r[:-1]) | (w[1:] != w[:-1])))
+        return r[first], w[first]
+
+    def _build_identity(self, raw: TokenBatch) -> None:
+        rows, words = self._oov_words(raw, np.arange(len(raw)))
+        self._item_words = KeyTable(np.unique(_salted(words, rows)))
+        self._item_oov = np.bincount(rows, minlength=len(raw))
+
+    def identity(self, tokens: TokenBatch, rows: I64, candidates: I64) -> tuple[I64, npt.NDArray[np.float64]]:
+        """For ``rows`` of ``tokens`` and their ``candidates`` (items, one row of them each): how many names,
+        numbers and rare words row and item share, and the Jaccard of the two sets."""
+        shared = np.zeros(candidates.shape, np.int64)
+        if not len(rows):
+            return shared, np.zeros(candidates.shape, np.float64)
+        r, w = self._oov_words(tokens, rows)
+        position = np.full(len(tokens), -1, np.int64)
+        position[rows] = np.arange(len(rows))
+        pos = position[r]
+        mine = np.bincount(pos, minlength=len(rows))
+        for c in range(candidates.shape[1]):
+            items = candidates[pos, c]
+            hit = (items >= 0) & (self._item_words.find(_salted(w, np.maximum(items, 0))) >= 0)
+            shared[:, c] = np.bincount(pos[hit], minlength=len(rows))
+        theirs = self._item_oov[np.maximum(candidates, 0)]
+        union = mine[:, None] + theirs - shared
+        return shared, np.where(union > 0, shared / np.maximum(union, 1), 0.0)
 
     def parts(self, tokens: TokenBatch) -> list[npt.NDArray[np.float32]]:
         """The features, in ``FEATURES`` order, each a (rows, items) matrix."""
@@ -125,10 +170,24 @@ class RephraseIndex:
         top = min(top, self.items)
         if not top:
             return np.zeros((len(tokens), 0), np.int64), np.zeros((len(tokens), 0), np.float32)
-        if top == 1:
-            items = matrix.argmax(axis=1)[:, None]
+        if top <= 2:  # one or two argmax passes: cheaper than a partition of every row
+            first = matrix.argmax(axis=1)
+            if top == 1:
+                items = first[:, None]
+            else:
+                rows = np.arange(len(matrix))
+                kept = matrix[rows, first].copy()
+                matrix[rows, first] = -np.inf
+                second = matrix.argmax(axis=1)
+                matrix[rows, first] = kept
+                items = np.stack([first, second], axis=1)
         else:
             part = np.argpartition(-matrix, top - 1, axis=1)[:, :top]
             order = np.argsort(-np.take_along_axis(matrix, part, axis=1), axis=1, kind="stable")
             items = np.take_along_axis(part, order, axis=1)
         return items.astype(np.int64), np.take_along_axis(matrix, items, axis=1)
+
+
+def _salted(words: U64, items: I64) -> U64:
+    """One hash per (item, word): the table of every item's names, numbers and rare words."""
+    return mix64(words ^ mix64(items.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)))

@@ -97,9 +97,10 @@ class DecontaminateConfig:
     eval_sets: list[str] = field(default_factory=lambda: ["gsm8k"], metadata=doc(
         "built-in eval set names (`gsm8k`) or JSONL paths (relative to the pipeline file); several at once"))
     text_field: str = field(default="question", metadata=doc("field of a JSONL eval set holding the text"))
-    methods: list[str] = field(default_factory=lambda: ["ngram", "rephrase"], metadata=doc(
-        "`ngram` (shared word n-gram) and/or `rephrase` (masked n-gram containment + names/numbers: catches "
-        "reordered, renamed, renumbered, reworded copies)", check=_methods))
+    methods: list[str] = field(default_factory=lambda: ["ngram", "rephrase", "identity"], metadata=doc(
+        "`ngram` (a shared word n-gram), `rephrase` (masked n-gram containment + names/numbers: reordered, "
+        "renamed, renumbered, reworded copies), `identity` (the names, numbers and rare words of a near item)",
+        check=_methods))
     threshold: float = field(default=0.252, metadata=doc(
         "`rephrase` score at or above which a text is contaminated (0.252: 1% false positives on GSM8K train, "
         "see benchmarks/decontam.py)", check=_share))
