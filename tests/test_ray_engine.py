@@ -118,6 +118,29 @@ def test_rows_whose_response_a_worker_stored_are_finished_from_it_by_any_worker(
     proj.assert_accounted()
 
 
+def test_the_rpm_limit_holds_for_all_workers_together(ray_cluster, make_project, server):
+    proj = make_project(rows=16, limits={"concurrency": 4, "rpm": 480})   # 8 per second, evenly spaced
+    proj.augment(engine="ray", workers=2)
+    proj.assert_accounted()
+    starts = sorted(e.t_start for e in server.log)
+    # one limit for the pool: 15 gaps of 1/8 s (two limits of 480 each would take half that)
+    assert starts[-1] - starts[0] >= 1.6
+    assert proj.stats()["ray"]["limiter"]["requests_admitted"] == 16
+
+
+def test_a_429_seen_by_one_worker_pauses_every_worker(ray_cluster, make_project, server):
+    server.latency_s = 0.2
+    proj = make_project(rows=24, limits={"concurrency": 4})
+    server.enqueue(Fault(status=429, headers={"Retry-After": "1.5"}, delay_s=0.0))
+    proj.augment(engine="ray", workers=2)
+    proj.assert_accounted()
+    t429 = server.log[0].t_end
+    # requests already on the wire land; nobody (neither worker) starts one until the pause is over
+    later = [e.t_start for e in server.log[1:] if e.t_start > t429 + 0.05]
+    assert later and min(later) - t429 >= 1.4
+    assert proj.stats()["ray"]["limiter"]["pauses"] >= 1
+
+
 def test_the_engine_name_is_checked_before_anything_runs(make_project):
     proj = make_project(rows=3)
     with pytest.raises(ConfigError, match="engine"):
