@@ -10,7 +10,8 @@ fresh process of each client over the same rows at the same concurrency:
   commit log and the atomic export run as shipped.
 
 Prints, per concurrency, the median over rounds of rows/s, the ratio, CPU ms per row (the process CPU
-time of the run, all threads, over its rows) and peak RSS. Rows: the first ``--rows`` of GSM8K train
+time of the run, all threads, over its rows) and peak RSS; per run, the time each step of the record flow
+spent on the event loop per row (``stats.json`` ``steps``). Rows: the first ``--rows`` of GSM8K train
 (``--gsm8k``), repeated with a marker when more are asked (``--rows 100000`` is the RSS-flat check; use a
 shorter ``--latency`` for it).
 
@@ -98,7 +99,7 @@ def child_datafactory(url: str, inp: Path, conc: int, out: Path) -> dict[str, An
     stats = augment(PIPELINE, input=str(inp), output=str(out), base_url=url, concurrency=conc)
     cpu1, t1 = _usage()
     return {"rows": stats.rows_done, "written": stats.written, "wall": t1 - t0, "cpu": cpu1 - cpu0,
-            "rejected": dict(stats.rejected)}
+            "rejected": dict(stats.rejected), "steps": stats.sections.get("steps", {})}
 
 
 def run_child(kind: str, url: str, inp: Path, conc: int, out: Path) -> dict[str, Any]:
@@ -148,6 +149,10 @@ def main() -> None:
                         print(f"round {r} conc {conc} {kind}: {res['rows'] / res['wall']:.0f} rows/s, "
                               f"{res['cpu'] * 1000 / res['rows']:.2f} ms CPU/row, {res['rss_mb']:.0f} MB, "
                               f"written {res['written']} {res.get('rejected', '')}", file=sys.stderr)
+                        if res.get("steps"):  # where the engine's time on the event loop went, per row
+                            print("    steps (ms/row on the loop): " + ", ".join(
+                                f"{name} {step['seconds'] * 1000 / res['rows']:.3f}"
+                                for name, step in res["steps"].items()), file=sys.stderr)
     finally:
         proc.terminate()
         proc.wait()
