@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
+from aiohttp import web
 
 from datafactory.record import content_hash
-from datafactory.testing.faults import Responder, default_responder, error_body, fastapi_error_body
+from datafactory.testing.faults import Responder, completion_body, default_responder, error_body, fastapi_error_body
 
 T = TypeVar("T")
 RESPONSE_FORMAT_MODES = ("ignore", "honour", "refuse", "refuse_fastapi", "refuse_json_schema")
@@ -81,6 +82,14 @@ class Capabilities:
         return 400, error_body(400, f"Invalid value for 'response_format': type {kind!r} is not supported "
                                     "by this server")
 
+    async def serve(self, body: dict[str, Any],
+                    make: Callable[[], Awaitable[tuple[web.StreamResponse, int]]]) -> tuple[web.StreamResponse, int]:
+        """The loopback server's reply to a chat request: a refusal, or ``make()`` in a work slot."""
+        refusal = self.refusal(body)
+        if refusal is not None:
+            return web.Response(status=refusal[0], body=refusal[1], content_type="application/json"), refusal[0]
+        return await self.work(make)
+
     # ------------------------------------------------------------------ hook 2: queue
     async def work(self, make: Callable[[], Awaitable[T]]) -> T:
         """Make the reply in a work slot. A client that gives up (its timeout) does not free the slot:
@@ -120,6 +129,12 @@ class Capabilities:
                 self.honoured += 1
             return self.bare
         return responder
+
+    def completion(self, body: dict[str, Any], index: int, responder: Responder, content: str | None,
+                   finish_reason: str) -> bytes:
+        """A reply body: bare JSON when response_format is honoured, with the reasoning style added."""
+        return self.with_reasoning(completion_body(body, index, self.responder_for(body, responder),
+                                                   content=content, finish_reason=finish_reason))
 
     def with_reasoning(self, payload: bytes) -> bytes:
         """The reply body with the configured reasoning added to every choice's message."""

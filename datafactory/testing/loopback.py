@@ -87,8 +87,7 @@ class LoopbackServer:
         self.latency_s = latency_s
         # like llama.cpp and Ollama: one choice whatever ``n`` asks for
         self.ignore_n = ignore_n
-        # response_format honoured / refused, at most K requests worked on at once, reasoning fields
-        self.capabilities = capabilities
+        self.capabilities = capabilities  # response_format honoured/refused, K at once, reasoning fields
         self.responder: Responder = responder or default_responder
         self.expected_api_key = expected_api_key
         self.ratelimit_headers = dict(ratelimit_headers) if ratelimit_headers else None
@@ -280,13 +279,8 @@ class LoopbackServer:
             if key is not None and auth != f"Bearer {key}":
                 status = 401
                 return _json_response(401, error_body(401))
-            caps = self.capabilities
-            refusal = caps.refusal(body) if caps is not None else None
-            if refusal is not None:
-                status = refusal[0]
-                return _json_response(*refusal)
-            if caps is not None:
-                resp, status = await caps.work(lambda: self._answer(request, body, index))
+            if self.capabilities is not None:  # refusals, work slots (testing/capabilities.py)
+                resp, status = await self.capabilities.serve(body, lambda: self._answer(request, body, index))
             else:
                 resp, status = await self._answer(request, body, index)
             return resp
@@ -325,10 +319,8 @@ class LoopbackServer:
         if self.ignore_n:
             body = {k: v for k, v in body.items() if k != "n"}
         caps = self.capabilities
-        responder = caps.responder_for(body, self.responder) if caps is not None else self.responder
-        payload = completion_body(body, index, responder, content=content, finish_reason=finish_reason)
-        if caps is not None:
-            payload = caps.with_reasoning(payload)
+        payload = (caps.completion(body, index, self.responder, content, finish_reason) if caps is not None else
+                   completion_body(body, index, self.responder, content=content, finish_reason=finish_reason))
         headers = {"Content-Type": _JSON}
         if self.ratelimit_headers:
             headers.update(self.ratelimit_headers)
