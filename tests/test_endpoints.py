@@ -140,3 +140,16 @@ def test_an_endpoint_without_base_url_is_a_config_error_naming_it(make_project, 
     proj = make_project(rows=1, provider={"endpoints": [{"base_url": server.base_url}, {"weight": 2}]})
     with pytest.raises(ConfigError, match=r"provider\.endpoints\[1\]\.base_url: required key is missing"):
         proj.augment()
+
+
+def test_an_endpoint_that_stops_answering_is_taken_out_after_its_timeouts(make_project, server, second):
+    """Every request to the first endpoint hangs: after 3 timeouts in a row it is out, its rows are
+    retried on the second, and its probes find it still hanging (a longer cool-down each time)."""
+    server.set_fault_fn(lambda index, body: Fault(kind="hang", hang_s=30))
+    second.latency_s = 0.01
+    proj = make_project(rows=80, provider={"endpoints": _endpoints(server, second)},
+                        limits={"concurrency": 4, "timeout_s": 0.3, "max_attempts": 4})
+    stats = proj.augment()
+    assert stats.written == 80 and not proj.rejects()
+    block = proj.stats()["endpoints"][server.base_url]
+    assert block["answers"] == 0 and block["taken_out"] >= 1 and block["failures"] <= 12
