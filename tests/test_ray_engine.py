@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import cli_env, run_cli, start_cli, wait_for
 
-from datafactory.errors import ConfigError
+from datafactory.errors import ConfigError, RequestsFailing
 from datafactory.testing.loopback import Fault
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
@@ -141,6 +141,21 @@ def test_a_429_seen_by_one_worker_pauses_every_worker(ray_cluster, make_project,
     assert proj.stats()["ray"]["limiter"]["pauses"] >= 1
 
 
+def test_a_breaker_trip_on_a_worker_stops_the_ray_run_then_the_fixed_rerun_does_every_row(ray_cluster, make_project,
+                                                                                         server):
+    proj = make_project(rows=200, limits={"concurrency": 4})
+    server.set_fault_fn(lambda i, body: Fault(status=404, message="The model `gpt-4o-mini` does not exist"))
+    with pytest.raises(RequestsFailing) as stopped:
+        proj.augment(engine="ray", workers=2)
+    assert "HTTP 404: The model `gpt-4o-mini` does not exist" in str(stopped.value)
+    assert stopped.value.stats.stopped == "RequestsFailing" and proj.stats()["stopped"] == "RequestsFailing"
+    assert server.requests <= 60                     # each worker's breaker trips within its first requests
+    server.set_fault_fn(None)
+    proj.augment(engine="ray", workers=2)
+    proj.assert_accounted()
+    assert len(proj.data()) == 200
+
+
 def test_the_engine_name_is_checked_before_anything_runs(make_project):
     proj = make_project(rows=3)
     with pytest.raises(ConfigError, match="engine"):
@@ -155,7 +170,7 @@ def test_kill_9_of_the_ray_driver_then_a_rerun_accounts_for_every_row_once(ray_c
             "--workers", "2"]
     proc = start_cli(*args, env=cli_env(), start_new_session=True)
     try:
-        wait_for(lambda: len(_stored_prompts(proj.run_dir)) >= 20 if (proj.run_dir / "ray").exists() else False,
+        wait_for(lambda: (proj.run_dir / "ray").exists() and len(_stored_prompts(proj.run_dir)) >= 20,
                  timeout=120, interval=0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -174,3 +189,27 @@ def test_kill_9_of_the_ray_driver_then_a_rerun_accounts_for_every_row_once(ray_c
     assert not set(resent) & stored                # nothing stored was asked again
     assert len(resent) == len(set(resent))         # and nothing twice
     assert set(sent_before) | set(resent) == set(range(120))
+
+
+def test_ctrl_c_stops_a_ray_run_with_everything_finished_saved_and_the_same_command_resumes(ray_cluster, make_project,
+                                                                                            server):
+    server.latency_s = 0.05
+    proj = make_project(rows=160, limits={"concurrency": 4})
+    args = ["augment", str(proj.pipeline), "--quiet", "--engine", "ray", "--ray-address", ray_cluster,
+            "--workers", "2"]
+    proc = start_cli(*args, env=cli_env())
+    try:
+        wait_for(lambda: (proj.run_dir / "ray").exists() and len(_stored_prompts(proj.run_dir)) >= 20,
+                 timeout=120, interval=0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Resume with:" in err
+    stats = proj.stats()
+    assert stats["interrupted"] is True and stats["written"] < 160
+    done = run_cli(*args, timeout=240)
+    assert done.returncode == 0, done.stderr
+    proj.assert_accounted()

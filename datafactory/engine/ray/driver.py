@@ -120,6 +120,8 @@ def run_ray(pipe: Pipeline, api_key: str, progress: Progress, *, address: str | 
                 stats.interrupted = stats.interrupted or bool(stop)
                 stats.stop_signal = stop[0] if stop else None
                 collect.publish()
+                if collect.halted is not None and collect.halted["kind"] == "RequestsFailing":
+                    stats.stopped = "RequestsFailing"
                 stats.sections["ray"]["responses_merged"] = merge_into(cache, run.path)
                 stats.top_rejects = cache.reject_examples(fp)
                 finalize(run, cache, pipe, fp, stats, complete=complete)
@@ -183,7 +185,6 @@ def _stop_error(info: dict[str, Any], stats: Stats) -> UserError:
     if info["kind"] == "RequestsFailing":
         exc = RequestsFailing(info["message"], error=None, failures=info["failures"], hint=info["hint"])
         exc.stats = stats
-        stats.stopped = "RequestsFailing"
     else:
         exc = UserError(info["message"])
     return exc

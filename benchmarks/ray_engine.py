@@ -1,0 +1,104 @@
+"""Ray engine throughput: rows/s of the shipped gsm8k_rephrase pipeline with 1 vs 2 Ray workers, side by side.
+
+One loopback server in its own process (``--latency`` 200 ms, ``--responder gsm8k``: a distinct valid
+rephrase of every problem, so every gate passes what a real model would). One local Ray (``ray.init``
+sized to the machine, started once and not timed); then, for each worker count, a fresh run dir and
+``augment(PIPELINE, engine="ray", workers=W, concurrency=C, ...)`` — ``C`` requests in flight *per
+worker*, so W workers offer W × C. Reported per worker count: rows/s over the whole call (actor pool
+start included) and by ``stats.json`` (the run's own clock), requests sent, and the steps' CPU seconds.
+Rows: the first ``--rows`` of GSM8K train (repeated with a marker when more are asked).
+
+    .venv/bin/python benchmarks/ray_engine.py --rows 2000 --concurrency 32 --workers 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PIPELINE = REPO / "pipelines" / "gsm8k_rephrase.yaml"
+GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+
+sys.path.insert(0, str(REPO))
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "datafactory.testing.loopback", "--port", "0",
+                             "--latency", str(latency), "--responder", "gsm8k"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("LISTENING"):
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, line.split()[1]
+
+
+def write_rows(path: Path, n: int, source: Path) -> None:
+    base = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    with path.open("w") as fh:
+        for i in range(n):
+            row = dict(base[i % len(base)])
+            if i >= len(base):
+                row["question"] = f"{row['question']} (variant {i // len(base)})"
+            fh.write(json.dumps(row) + "\n")
+
+
+def run_once(rows: Path, out: Path, url: str, workers: int, conc: int) -> dict[str, float]:
+    from datafactory import augment
+
+    t0 = time.perf_counter()
+    stats = augment(PIPELINE, input=str(rows), output=str(out), base_url=url, concurrency=conc,
+                    engine="ray", workers=workers)
+    wall = time.perf_counter() - t0
+    data = json.loads((out / "stats.json").read_text())
+    steps = data.get("steps", {})
+    return {"rows": stats.rows_done, "wall_s": wall, "rows_per_s_call": stats.rows_done / wall,
+            "rows_per_s_run": data["rows_per_s"], "requests": stats.requests_sent,
+            "cpu_s_steps": sum(s.get("seconds", 0.0) for s in steps.values())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=32, help="requests in flight per worker")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--gsm8k", type=Path, default=GSM8K, help="GSM8K train.jsonl (question/answer rows)")
+    args = ap.parse_args()
+
+    import ray
+
+    os.environ["OPENAI_API_KEY"] = "bench-key"
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    server, url = start_server(args.latency)
+    t0 = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    print(f"ray.init: {time.perf_counter() - t0:.1f} s, {ray.cluster_resources().get('CPU', 0):g} CPUs", flush=True)
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="df-ray-bench-") as tmp:
+            rows = Path(tmp) / "rows.jsonl"
+            write_rows(rows, args.rows, args.gsm8k)
+            for w in args.workers:
+                results[w] = run_once(rows, Path(tmp) / f"run-{w}", url, w, args.concurrency)
+                print(f"  workers={w}: {results[w]['rows_per_s_call']:.1f} rows/s", flush=True)
+    finally:
+        ray.shutdown()
+        server.terminate()
+        server.wait(timeout=10)
+    print(f"\n{args.rows} rows, latency {args.latency * 1000:.0f} ms, {args.concurrency} in flight per worker, "
+          f"{os.cpu_count()} CPUs on this machine")
+    print(f"{'workers':>8} {'rows/s (call)':>14} {'rows/s (run)':>13} {'wall s':>8} {'requests':>9} {'step CPU s':>11}")
+    for w, r in results.items():
+        print(f"{w:>8} {r['rows_per_s_call']:>14.1f} {r['rows_per_s_run']:>13.1f} {r['wall_s']:>8.1f} "
+              f"{r['requests']:>9.0f} {r['cpu_s_steps']:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()
