@@ -164,10 +164,11 @@ class AdaptiveLimit:
                   else GROWTH if self.limit < self._ssthresh else SLOW_GROWTH)
         new = self._ssthresh if self.limit < self._ssthresh < self.limit * growth else \
             max(self.limit + 1, self.limit * growth)
-        # on a queueing server the latency grows with the limit: never towards limits.timeout_s
-        if self.timeout_s is not None and median * new / self.limit >= TIMEOUT_SHARE * self.timeout_s:
-            return
-        self.limit = min(float(self.ceiling), new)
+        if self.timeout_s is not None and median > 0:
+            # were the server queueing, the latency would grow with the limit: never towards limits.timeout_s
+            new = min(new, self.limit * TIMEOUT_SHARE * self.timeout_s / median)
+        if new > self.limit:
+            self.limit = min(float(self.ceiling), new)
 
     def _report(self) -> None:
         final = max(self.floor, int(self._probe_hold)) if self._probe_hold is not None else self.current

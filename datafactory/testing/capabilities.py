@@ -56,6 +56,7 @@ class Capabilities:
     honoured: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _slots: asyncio.Semaphore | None = field(default=None, repr=False)
+    _working: set[asyncio.Future[Any]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         if self.response_format not in RESPONSE_FORMAT_MODES:
@@ -101,7 +102,15 @@ class Capabilities:
             async with self.slot():
                 return await make()
 
-        return await asyncio.shield(asyncio.ensure_future(in_slot()))
+        task = asyncio.ensure_future(in_slot())
+        self._working.add(task)
+        task.add_done_callback(self._working.discard)
+        return await asyncio.shield(task)
+
+    def abandon(self) -> None:
+        """The server stops: cancel the replies still being made for clients that gave up."""
+        for task in list(self._working):
+            task.cancel()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

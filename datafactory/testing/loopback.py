@@ -221,6 +221,8 @@ class LoopbackServer:
                 on_ready()
             await stop.wait()
         finally:
+            if self.capabilities is not None:
+                self.capabilities.abandon()  # replies still made for clients that gave up
             await runner.cleanup()
             sock.close()
 
