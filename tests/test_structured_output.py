@@ -104,6 +104,7 @@ def test_off_sends_no_response_format_and_the_pipelines_own_response_format_wins
     proj = make_project(rows=3, provider={"structured_output": "off"})
     assert proj.augment().written == 3
     assert _formats(server) == [None] * 3
+    assert proj.stats()["structured_output"]["sent"] == "off"
     server.reset_counters()
     proj = make_project(rows=3, provider={"params": {"response_format": {"type": "json_object"}}},
                         output={"dir": str(proj.root / "run2")})

@@ -212,5 +212,6 @@ def structured(inner: Provider, mode: str, kind: str, schema: dict[str, Any], pa
         return inner
     formats = formats_for(mode, kind, schema, name)
     if formats == [None]:
+        report.update({"sent": "off", "refused_requests": 0, "fallbacks": []})
         return inner
     return StructuredOutput(inner, formats, report)
