@@ -10,6 +10,8 @@ import random
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,11 @@ from conftest import cli_env, run_cli, start_cli, wait_for
 from datafactory.errors import ConfigError, RequestsFailing
 from datafactory.testing.loopback import Fault
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
-
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Any:
     """One local Ray for the module, small enough for a shared 2-core box."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray.get_runtime_context().gcs_address
@@ -154,6 +155,15 @@ def test_a_breaker_trip_on_a_worker_stops_the_ray_run_then_the_fixed_rerun_does_
     proj.augment(engine="ray", workers=2)
     proj.assert_accounted()
     assert len(proj.data()) == 200
+
+
+def test_the_core_install_imports_no_ray_for_the_asyncio_engine_or_the_cli():
+    code = ("import sys, datafactory, datafactory.cli, datafactory.engine.augment, datafactory.engine.ray; "
+            "datafactory.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_engine_name_is_checked_before_anything_runs(make_project):

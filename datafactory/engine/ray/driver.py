@@ -143,7 +143,7 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, todo: list[Any], workers: in
     """The rows through the actor pool; their outcomes through the collector, in input order."""
     from ray.data import ActorPoolStrategy, DataContext
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO plan lines and notices are not ours
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the output in input order: dedup decides as asyncio does
     ctx.enable_progress_bars = False
