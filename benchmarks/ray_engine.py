@@ -9,6 +9,14 @@ start included) and by ``stats.json`` (the run's own clock), requests sent, and 
 Rows: the first ``--rows`` of GSM8K train (repeated with a marker when more are asked).
 
     .venv/bin/python benchmarks/ray_engine.py --rows 2000 --concurrency 32 --workers 1 2
+
+``--dedup-rows N`` instead measures the driver's global dedup (no Ray, no server): N synthetic GSM8K-like
+rows (``benchmarks/dedup.py``'s generator: ~10% near copies, 2% exact copies) as the workers' output
+batches — pickled ``(row, outcome records)`` — through the driver's collector: unpickle, exact + MinHash
+near dedup in input order, one commit transaction per batch into a real SQLite commit log. Rows/s of
+that path is the ceiling of a Ray run whatever the number of workers (the driver is one process).
+
+    .venv/bin/python benchmarks/ray_engine.py --dedup-rows 1000000
 """
 
 from __future__ import annotations
@@ -63,6 +71,47 @@ def run_once(rows: Path, out: Path, url: str, workers: int, conc: int) -> dict[s
             "cpu_s_steps": sum(s.get("seconds", 0.0) for s in steps.values())}
 
 
+def dedup_bench(n: int, batch: int = 256) -> None:
+    import numpy as np
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from dedup import Generator  # type: ignore[import-not-found]
+
+    from datafactory.engine.cache import Cache
+    from datafactory.engine.commit import CommitBatcher
+    from datafactory.engine.ray.collect import Collector
+    from datafactory.engine.ray.worker import dumps
+    from datafactory.engine.stats import Stats
+    from datafactory.quality.dedup import ExactDedup, NearDedup
+    from datafactory.record import Record
+
+    gen = Generator(seed=1)
+    stats = Stats()
+    with tempfile.TemporaryDirectory(prefix="df-ray-dedup-") as tmp:
+        cache = Cache(Path(tmp) / "cache.sqlite")
+        commits = CommitBatcher(cache, "fp", stats, max_wait_s=0)
+        collect = Collector([ExactDedup(["question"]), NearDedup(["question"], threshold=0.8)], commits, stats)
+        busy = 0.0
+        done = 0
+        while done < n:
+            k = min(batch, n - done)
+            texts, _ = gen.batch(done, k)
+            outs = []
+            for i, text in enumerate(texts):
+                rec = Record(id=f"r{done + i}", source={}, fields={"question": text, "answer": "#### 1"},
+                             meta={"seq": done + i + 1})
+                outs.append(dumps((rec, [rec])))
+            chunk = {"seq": np.arange(done + 1, done + k + 1), "out": np.array(outs, dtype=object),
+                     "stats": np.array([b""] * k, dtype=object)}
+            t0 = time.perf_counter()
+            collect.take(chunk)
+            busy += time.perf_counter() - t0
+            done += k
+        cache.close()
+    print(f"driver dedup: {n} rows in {busy:.1f} s = {n / busy:,.0f} rows/s (unpickle + exact + near dedup + "
+          f"commit); written {stats.written}, rejected {dict(stats.rejected)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=2000)
@@ -70,7 +119,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--gsm8k", type=Path, default=GSM8K, help="GSM8K train.jsonl (question/answer rows)")
+    ap.add_argument("--dedup-rows", type=int, help="measure the driver's global dedup on N synthetic rows instead")
     args = ap.parse_args()
+    if args.dedup_rows:
+        dedup_bench(args.dedup_rows)
+        return
 
     import ray
 
