@@ -97,7 +97,7 @@ def test_augment_run_ends_with_a_report_showing_every_number_reject_reason_and_t
         assert heading in page.text
     assert "rows/s" in page.text and "429s/s" in page.text and "requests in flight" in page.text
     html = html_path.read_text()
-    assert html.count("<polyline") >= 4  # rows/s, requests/s, retries/s, 429s/s (+ in flight once counted)
+    assert html.count("<polyline") >= 5  # rows/s, requests/s, in flight, retries/s, 429s/s
     # a written row beside its source row: the source's question is shown next to its rephrasing
     first = proj.rows[0]
     source_side = page.text.split("source (input row 1)", 1)[1].split("written", 1)[0]
@@ -312,3 +312,15 @@ def test_a_run_the_breaker_stopped_still_ends_with_a_report_that_says_so(make_pr
     assert "stopped: RequestsFailing" in page.text
     assert_stats_visible(page.text, proj.stats())
     assert "http_404" in page.text and "setup (asked again)" in page.text
+
+
+def test_the_timeline_records_requests_in_flight_up_to_the_concurrency(make_project, server):
+    server.latency_s = 0.08
+    proj = make_project(rows=300, limits={"concurrency": 8})
+    proj.augment()
+    points = read_timeline(proj.run_dir / "timeline.jsonl")
+    middle = [p["in_flight"] for p in points[1:-1]]
+    assert middle and max(middle) <= 8 and sum(middle) / len(middle) >= 4, middle  # requests on the wire
+    assert points[-1]["in_flight"] == 0  # none left when the run stopped
+    html = (proj.run_dir / "report.html").read_text()
+    assert "requests in flight</title>" in html and "none recorded" not in html

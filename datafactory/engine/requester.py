@@ -132,15 +132,23 @@ class Requester:
     async def _send(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
         """The provider call, inside a slot of the adaptive limit when there is one."""
         if self.adaptive is None:
-            return await self.provider.complete(self.pipe.provider.model, messages, params)
+            return await self._on_wire(messages, params)
         slot = await self.adaptive.acquire()
         try:
-            comp = await self.provider.complete(self.pipe.provider.model, messages, params)
+            comp = await self._on_wire(messages, params)
         except BaseException as exc:  # a cancel frees the slot too
             self.adaptive.release(slot, exc)
             raise
         self.adaptive.release(slot)
         return comp
+
+    async def _on_wire(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
+        """One provider call, counted in ``stats.in_flight`` while it is out (the report's timeline samples it)."""
+        self.stats.in_flight += 1
+        try:
+            return await self.provider.complete(self.pipe.provider.model, messages, params)
+        finally:
+            self.stats.in_flight -= 1
 
     def _cost(self, comp: Completion) -> float | None:
         return cost(self.pipe.provider.model, self.pipe.pricing, comp.prompt_tokens, comp.completion_tokens)

@@ -160,8 +160,13 @@ def _timeline(run: AugmentRun) -> list[Safe]:
                     in_flight=0)
         samples.append(last)
     if len(samples) < 3:
-        return [note("the run was too short for a timeline (a sample a second)" if run.timeline
-                     else "no timeline.jsonl (recorded while augment runs; this run dir predates it)")]
+        out = [note("the run was too short for a timeline (a sample a second)" if run.timeline
+                    else "no timeline.jsonl (recorded while augment runs; this run dir predates it)")]
+        limit = _adaptive_limit(run.stats, float(elapsed) if isinstance(elapsed, (int, float)) else 0.0)
+        if limit is not None:  # stats.json has it whatever the timeline holds
+            out += [legend([limit]), line_chart([limit], label="adaptive limit", y_label="requests", height=130,
+                                                x_min=0.0)]
+        return out
     throughput = [Series("rows/s", rates(samples, "rows_done"), PALETTE[0]),
                   Series("requests/s", rates(samples, "requests_sent"), PALETTE[1], dashed=True)]
     trouble = [Series("retries/s", rates(samples, "retries"), PALETTE[6]),
