@@ -147,3 +147,14 @@ def test_judge_in_a_run_is_one_more_request_counted_in_stats_and_cost_and_none_o
     assert rejected["last_error"].startswith("gsm8k-test:")
     again = proj.augment()
     assert server.requests == 3 and again.requests_sent == 0  # judge answers come from the cache too
+
+
+def test_stats_json_counts_contaminated_rows_per_eval_set(make_project, server):
+    rows = [{"qid": "q0", "question": "Sam has 4 apples and buys 3 more. How many apples does Sam have now?",
+             "answer": "#### 7"},
+            {"qid": "q1", "question": gsm8k_question(222), "answer": "#### 140"}]
+    proj = make_project(rows, quality={"decontaminate": {"fields": ["question"], "inputs": ["question"]}})
+    proj.augment()
+    block = proj.stats()["decontamination"]
+    assert block["eval_sets"]["gsm8k-test"] == {"items": 1319, "rejected": 1, "input_ngram": 1}
+    assert block["inputs"] == ["question"]

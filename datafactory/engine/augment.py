@@ -195,12 +195,37 @@ def _scheduler(pipe: Pipeline, requester: Requester, cache: Cache, fp: str, stat
                progress: Progress) -> Scheduler:
     """The record flow over the input: one per run (batch mode: one per pass, each seeded afresh)."""
     processor = RowProcessor(pipe, requester)
+    _gate_reports(processor, stats)
     seen = _seed_dedup(processor, cache, fp, pipe)
     if stats.rows_total is None and seen is not None:  # no cheap count (hub, CSV, JSON): the seeding pass's
         stats.rows_total = seen if pipe.input.limit is None else min(seen, pipe.input.limit)
     sched = Scheduler(pipe, processor, cache, stats, progress, fp)
     requester.breaker.on_trip = sched.halt
     return sched
+
+
+def _gate_reports(processor: RowProcessor, stats: Stats) -> None:
+    """Gates that keep counters for stats.json (``stats_section``: decontamination per eval set) report into
+    it. Batch mode builds the gates once per pass: the counts of earlier passes are added to the new gate's."""
+    for gate in processor.gates:
+        section = getattr(gate, "stats_section", None)
+        if section is None:
+            continue
+        earlier = stats.sections.get(section)
+        if isinstance(earlier, dict):
+            _add_counts(gate.report, earlier)  # type: ignore[attr-defined]
+        stats.sections[section] = gate.report  # type: ignore[attr-defined]  # kept current by the gate
+
+
+def _add_counts(into: dict[str, Any], earlier: dict[str, Any]) -> None:
+    """Add the integer counters of ``earlier`` into ``into`` (nested dicts alike; other values stay)."""
+    for key, value in earlier.items():
+        current = into.get(key)
+        if isinstance(value, dict):
+            into[key] = current if isinstance(current, dict) else {}
+            _add_counts(into[key], value)
+        elif isinstance(value, int) and not isinstance(value, bool) and key != "items":
+            into[key] = (current if isinstance(current, int) else 0) + value
 
 
 def _announce_config_change(cache: Cache, pipe: Pipeline, fp: str, parts: dict[str, Any], stats: Stats) -> None:
