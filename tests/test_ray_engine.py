@@ -119,6 +119,18 @@ def test_rows_whose_response_a_worker_stored_are_finished_from_it_by_any_worker(
     proj.assert_accounted()
 
 
+def test_a_ray_run_finishes_from_the_responses_an_asyncio_run_stored_in_the_same_run_dir(ray_cluster, make_project,
+                                                                                        server):
+    proj = make_project(rows=20)
+    proj.augment()                                # the asyncio engine
+    with sqlite3.connect(proj.run_dir / "cache.sqlite") as db:
+        db.execute("DELETE FROM outcomes")        # rows not finished, responses stored
+    before = server.requests
+    stats = proj.augment(engine="ray", workers=2)
+    assert server.requests == before == 20 and stats.cache_hits == 20
+    proj.assert_accounted()
+
+
 def test_the_rpm_limit_holds_for_all_workers_together(ray_cluster, make_project, server):
     proj = make_project(rows=16, limits={"concurrency": 4, "rpm": 480})   # 8 per second, evenly spaced
     proj.augment(engine="ray", workers=2)
