@@ -73,7 +73,7 @@ def _faults(i: int, body: dict[str, Any]) -> Fault | None:
 def test_augment_run_ends_with_a_report_showing_every_number_reject_reason_and_the_timeline(
         make_project, server, tmp_path):
     server.latency_s = 0.06
-    proj = make_project(rows=120, quality={"reask": 0}, limits={"concurrency": 4, "max_attempts": 4})
+    proj = make_project(rows=160, quality={"reask": 0}, limits={"concurrency": 4, "max_attempts": 4})
     server.set_fault_fn(_faults)
     stats = proj.augment()
     assert stats.rejected["invalid_json"] and stats.rejected["schema_invalid"]
@@ -83,7 +83,7 @@ def test_augment_run_ends_with_a_report_showing_every_number_reject_reason_and_t
     html_path = run / "report.html"
     assert html_path.is_file()
     timeline = read_timeline(run / "timeline.jsonl")
-    assert len(timeline) >= 3 and timeline[-1]["rows_done"] == 120  # the recorder's last sample, at stop
+    assert len(timeline) >= 3 and timeline[-1]["rows_done"] == 160  # the recorder's last sample, at stop
     assert [p["t"] for p in timeline] == sorted(p["t"] for p in timeline)
 
     page = render(html_path, screenshot=screenshot_path(tmp_path, "augment_run.png"))
