@@ -159,8 +159,11 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, todo: list[Any], workers: in
                          num_cpus=min(1.0, cpus / workers), zero_copy_batch=True)
     stats.sections["ray"].update(address=ray.get_runtime_context().gcs_address, workers=workers,
                                  blocks=blocks, batch_size=batch)
+    t0 = time.monotonic()
     try:
         for chunk in out.iter_batches(batch_size=None, batch_format="numpy"):
+            # the actor pool's start (processes, imports, gates built): what a short run mostly waits for
+            stats.sections["ray"].setdefault("first_output_s", round(time.monotonic() - t0, 3))
             collect.take(chunk)
             progress.update(stats)
             if stop or collect.halted is not None:
