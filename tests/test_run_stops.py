@@ -41,6 +41,16 @@ def test_nothing_listening_at_the_base_url_stops_within_tens_of_requests_and_exi
     proj.assert_accounted()
 
 
+def test_nothing_listening_with_adaptive_concurrency_stops_as_early_as_a_fixed_small_one(make_project):
+    # concurrency: auto runs max_concurrency (256) workers; the breaker must not wait for 512 failures
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    proj = make_project(rows=300, provider={"base_url": url}, limits={"concurrency": "auto", "max_attempts": 6})
+    res = run_cli("augment", str(proj.pipeline), "--quiet", timeout=60)
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert_no_traceback(res.stderr)
+    assert proj.stats()["requests_sent"] <= 60
+
+
 def test_every_row_404_stops_early_with_the_servers_message_and_a_hint_then_a_fixed_rerun_completes(
         make_project, server):
     proj = make_project(rows=200, limits={"concurrency": 4})

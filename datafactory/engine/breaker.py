@@ -165,5 +165,8 @@ def breaker_for(pipe: Any) -> Breaker:
     lim = pipe.limits
     setup = Setup(model=pipe.provider.model, base_url=pipe.provider.base_url,
                   params=tuple(pipe.provider.params), timeout_s=lim.timeout_s)
-    return Breaker(setup, streak_limit=max(C.BREAKER_STREAK, 2 * lim.concurrency),
+    # the streak covers the requests that can be on the wire at once; with ``concurrency: auto`` the workers
+    # (max_concurrency) are not what is in flight — the adaptive limit starts small — so the floor holds
+    in_flight = 0 if getattr(lim, "adaptive", False) else lim.concurrency
+    return Breaker(setup, streak_limit=max(C.BREAKER_STREAK, 2 * in_flight),
                    rate_limit_wait_s=getattr(lim, "rate_limit_wait_s", C.DEFAULT_RATE_LIMIT_WAIT_S))

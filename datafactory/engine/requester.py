@@ -7,13 +7,14 @@ with a cost limit every attempt reserves its worst case before it is sent.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from datafactory import constants as C
 from datafactory.config.pipeline import Pipeline
-from datafactory.engine.adaptive import AdaptiveLimit
+from datafactory.engine.adaptive import AdaptiveLimit, Slot
 from datafactory.engine.breaker import Breaker, breaker_for
 from datafactory.engine.budget import Budget
 from datafactory.engine.cache import Cache
@@ -91,6 +92,21 @@ class Requester:
         attempts = 0
 
         async def call() -> Completion:
+            # with concurrency: auto the adaptive slot comes first: a request waiting for one has not passed
+            # the breaker, reserved budget or taken an RPM/TPM ticket yet (all 256 workers would otherwise do
+            # so, and send after the breaker tripped)
+            if self.adaptive is None:
+                return await attempt(None)
+            slot = await self.adaptive.acquire()
+            try:
+                comp = await attempt(slot)
+            except BaseException as exc:  # a cancel frees the slot too
+                self.adaptive.release(slot, exc)
+                raise
+            self.adaptive.release(slot)
+            return comp
+
+        async def attempt(slot: Slot | None) -> Completion:
             nonlocal attempts
             self.breaker.check()
             # the worst case is reserved before the request goes out, so requests in flight never add up
@@ -101,8 +117,10 @@ class Requester:
                 attempts += 1
                 ticket = await self.limits.before_request(prompt_est)
                 self.stats.requests_sent += 1
+                if slot is not None:
+                    slot.started = time.monotonic()  # the latency the adaptive limit learns from: on the wire only
                 try:
-                    comp = await self._send(messages, params)
+                    comp = await self._on_wire(messages, params)
                 except ProviderError as exc:
                     self.limits.after_failure(ticket, answered=exc.status is not None)
                     if isinstance(exc, RateLimited):
@@ -128,19 +146,6 @@ class Requester:
                        comp.to_json())
         self._account(comp, est)
         return Answer(comp, attempts, False)
-
-    async def _send(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
-        """The provider call, inside a slot of the adaptive limit when there is one."""
-        if self.adaptive is None:
-            return await self._on_wire(messages, params)
-        slot = await self.adaptive.acquire()
-        try:
-            comp = await self._on_wire(messages, params)
-        except BaseException as exc:  # a cancel frees the slot too
-            self.adaptive.release(slot, exc)
-            raise
-        self.adaptive.release(slot)
-        return comp
 
     async def _on_wire(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
         """One provider call, counted in ``stats.in_flight`` while it is out (the report's timeline samples it)."""
