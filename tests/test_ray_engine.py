@@ -131,6 +131,27 @@ def test_a_ray_run_finishes_from_the_responses_an_asyncio_run_stored_in_the_same
     proj.assert_accounted()
 
 
+def test_a_preference_run_on_ray_writes_what_the_asyncio_engine_writes(ray_cluster, make_project, server):
+    def samples(body: dict[str, Any], k: int) -> str:  # per row: right but short, right, wrong, wrong but short
+        i = _qid(body)
+        text = [f"#### {i + 3}", f"Add three to it.\n#### {i + 3}", f"Subtract instead.\n#### {i + 10}",
+                f"#### {i + 10}"][k]
+        return json.dumps({"question": "A rephrased question?", "answer": text})
+
+    server.responder = samples
+    proj = make_project(rows=6, provider={"params": {"temperature": 1.0, "max_tokens": 256, "n": 4}},
+                        quality={"reask": 0, "answer_check": {"output_field": "answer", "source_field": "answer"},
+                                 "length": {"fields": ["output"], "min_chars": 20},
+                                 "exact_dedup": {"fields": ["rejected"]}},
+                        output={"format": "preference", "columns": {"instruction": "source.question"}})
+    proj.augment(engine="ray", workers=2)
+    on_ray = (proj.data(), sorted((r["id"], r["reason"]) for r in proj.rejects()))
+    proj.update(output={"dir": str(proj.run_dir.parent / "asyncio_run")})
+    proj.augment()
+    assert on_ray == (proj.data(), sorted((r["id"], r["reason"]) for r in proj.rejects()))
+    assert len(on_ray[0]) == 6
+
+
 def test_the_rpm_limit_holds_for_all_workers_together(ray_cluster, make_project, server):
     proj = make_project(rows=16, limits={"concurrency": 4, "rpm": 480})   # 8 per second, evenly spaced
     proj.augment(engine="ray", workers=2)
