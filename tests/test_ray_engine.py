@@ -152,6 +152,23 @@ def test_a_preference_run_on_ray_writes_what_the_asyncio_engine_writes(ray_clust
     assert len(on_ray[0]) == 6
 
 
+def test_decontamination_runs_on_every_worker_and_stats_json_adds_up_their_counts(ray_cluster, make_project, server):
+    from datafactory.quality.decontam import builtin_eval_set
+
+    test_questions = [json.loads(line)["question"] for line in builtin_eval_set("gsm8k").open()]
+    rows = [{"qid": f"q{i:05d}", "question": test_questions[100 + i] if i % 4 == 0 else
+             f"Sam has {i} apples and buys 3 more. How many apples does Sam have now?", "answer": "#### 7"}
+            for i in range(24)]
+    proj = make_project(rows, quality={"decontaminate": {"fields": ["question"], "inputs": ["question"]}})
+    proj.augment(engine="ray", workers=2)
+    proj.assert_accounted()
+    assert len(proj.rejects_by_reason()["contaminated"]) == 6
+    assert server.requests == 18                       # a contaminated input is never sent
+    block = proj.stats()["decontamination"]
+    assert block["eval_sets"]["gsm8k-test"]["rejected"] == 6 and block["eval_sets"]["gsm8k-test"]["items"] == 1319
+    assert proj.stats()["ray"]["workers_seen"] == 2
+
+
 def test_the_rpm_limit_holds_for_all_workers_together(ray_cluster, make_project, server):
     proj = make_project(rows=16, limits={"concurrency": 4, "rpm": 480})   # 8 per second, evenly spaced
     proj.augment(engine="ray", workers=2)

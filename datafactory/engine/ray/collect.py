@@ -15,11 +15,13 @@ requests, cache hits, retries, tokens and the per-step counts of the whole pool.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from datafactory.engine.augment import _add_counts
 from datafactory.engine.commit import CommitBatcher
 from datafactory.engine.flow import STEP_ORDER, StepCount, now
 from datafactory.engine.gate_batch import run_batch
@@ -89,6 +91,7 @@ class Collector:
     def publish(self) -> None:
         """The per-step counts of all workers plus the driver's ordered gates → ``stats.sections["steps"]``."""
         steps: dict[str, dict[str, Any]] = {}
+        merged: dict[str, Any] = {}
         for snap in self.snapshots.values():
             for name, c in snap["steps"].items():
                 acc = steps.setdefault(name, {"in": 0, "rejected": 0, "seconds": 0.0})
@@ -98,6 +101,13 @@ class Collector:
         if self.ordered.taken:
             steps["ordered_gates"] = self.ordered.to_json()
             steps["ordered_gates"]["out_of_order"] = self.out_of_order
+        for snap in self.snapshots.values():  # the workers' gate reports, their counters added up
+            for section, report in snap.get("reports", {}).items():
+                if section in merged:
+                    _add_counts(merged[section], report)
+                else:
+                    merged[section] = copy.deepcopy(report)
+        self.stats.sections.update(merged)
         ordered = {n: {**steps[n], "seconds": round(steps[n]["seconds"], 4)} for n in STEP_ORDER if n in steps}
         self.stats.sections["steps"] = ordered
         ray_block = self.stats.sections.setdefault("ray", {})

@@ -19,6 +19,7 @@ all workers' output in input order (``engine/ray/driver.py``), so dedup is globa
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import pickle  # noqa: S403 — records between our own processes (Ray pickles everything anyway)
 from collections.abc import AsyncIterator
@@ -122,6 +123,11 @@ class RowWorker:
                 if c.taken:
                     steps[name] = {"in": c.taken, "rejected": c.rejected,
                                    "seconds": c.seconds + extra.get(name, 0.0)}
+        # gates that keep counters for stats.json (decontamination per eval set): this worker's copy
+        reports = {} if self.processor is None else {
+            g.stats_section: copy.deepcopy(g.report) for g in self.processor.gates  # type: ignore[attr-defined]
+            if getattr(g, "stats_section", None) is not None}
         return {"worker": f"{self.slot}:{os.getpid()}", "slot": self.slot, "version": self.version,
+                "reports": reports,
                 "counters": {name: getattr(s, name) for name in COUNTERS}, "cost_usd": s.cost_usd,
                 "steps": steps, "halted": self.halted}
