@@ -224,13 +224,13 @@ def test_the_engine_name_is_checked_before_anything_runs(make_project):
 
 
 def test_kill_9_of_the_ray_driver_then_a_rerun_accounts_for_every_row_once(ray_cluster, make_project, server):
-    server.latency_s = 0.05
-    proj = make_project(rows=120, limits={"concurrency": 4})
+    server.latency_s = 0.2                          # 8 in flight: ~40 rows/s, seconds left after the first 16
+    proj = make_project(rows=160, limits={"concurrency": 4})
     args = ["augment", str(proj.pipeline), "--quiet", "--engine", "ray", "--ray-address", ray_cluster,
             "--workers", "2"]
     proc = start_cli(*args, env=cli_env(), start_new_session=True)
     try:
-        wait_for(lambda: (proj.run_dir / "ray").exists() and len(_stored_prompts(proj.run_dir)) >= 20,
+        wait_for(lambda: (proj.run_dir / "ray").exists() and len(_stored_prompts(proj.run_dir)) >= 16,
                  timeout=120, interval=0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -239,7 +239,7 @@ def test_kill_9_of_the_ray_driver_then_a_rerun_accounts_for_every_row_once(ray_c
             proc.kill()
     time.sleep(1.0)                                # the cluster ends the dead driver's actors
     stored = _stored_prompts(proj.run_dir)
-    assert 0 < len(stored) < 120
+    assert 0 < len(stored) < 160
     sent_before = [_qid(e.body) for e in server.log]
     server.latency_s = 0.0
     done = run_cli(*args, timeout=240)
@@ -248,18 +248,18 @@ def test_kill_9_of_the_ray_driver_then_a_rerun_accounts_for_every_row_once(ray_c
     resent = [_qid(e.body) for e in server.log[len(sent_before):]]
     assert not set(resent) & stored                # nothing stored was asked again
     assert len(resent) == len(set(resent))         # and nothing twice
-    assert set(sent_before) | set(resent) == set(range(120))
+    assert set(sent_before) | set(resent) == set(range(160))
 
 
 def test_ctrl_c_stops_a_ray_run_with_everything_finished_saved_and_the_same_command_resumes(ray_cluster, make_project,
                                                                                             server):
-    server.latency_s = 0.05
+    server.latency_s = 0.2
     proj = make_project(rows=160, limits={"concurrency": 4})
     args = ["augment", str(proj.pipeline), "--quiet", "--engine", "ray", "--ray-address", ray_cluster,
             "--workers", "2"]
     proc = start_cli(*args, env=cli_env())
     try:
-        wait_for(lambda: (proj.run_dir / "ray").exists() and len(_stored_prompts(proj.run_dir)) >= 20,
+        wait_for(lambda: (proj.run_dir / "ray").exists() and len(_stored_prompts(proj.run_dir)) >= 16,
                  timeout=120, interval=0.2)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -160,8 +160,9 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, todo: list[Any], workers: in
     stats.sections["ray"].update(address=ray.get_runtime_context().gcs_address, workers=workers,
                                  blocks=blocks, batch_size=batch)
     t0 = time.monotonic()
+    chunks = iter(out.iter_batches(batch_size=None, batch_format="numpy"))
     try:
-        for chunk in out.iter_batches(batch_size=None, batch_format="numpy"):
+        for chunk in chunks:
             # the actor pool's start (processes, imports, gates built): what a short run mostly waits for
             stats.sections["ray"].setdefault("first_output_s", round(time.monotonic() - t0, 3))
             collect.take(chunk)
@@ -169,6 +170,9 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, todo: list[Any], workers: in
             if stop or collect.halted is not None:
                 break
     finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:  # a stop: end the streaming execution now, not when the iterator is collected
+            close()
         try:
             stats.sections["ray"]["limiter"] = ray.get(limiter.report.remote(), timeout=10)
         except Exception:  # noqa: BLE001 — the report is informative; a dead actor must not fail the export
