@@ -11,8 +11,9 @@
   from here, in input order, so they are always complete and never hold a row twice.
 
 The order that makes kill -9 safe: **a response is committed before anything that depends on it is
-committed as an outcome.** ``put`` therefore stays one autocommit statement per response (grouping it
-would let a kill lose a response already paid for, and the resume would pay again); outcomes may be
+committed as an outcome.** ``put`` commits each response at once; ``put_many`` commits the responses
+that arrived in one event-loop turn together, and their requests wait for that commit before anything
+uses them (``engine/put_batch.py``) — never a response held back while later work goes on; outcomes may be
 grouped (``commit_rows``, driven by ``engine/commit.py``): a row whose outcome is lost with its batch
 is redone from the cache by the resume, without a request, and every row keeps exactly one outcome
 (a row's samples are replaced whole, inside the batch's one transaction).
@@ -102,6 +103,21 @@ class Cache:
         try:
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
                              (key, orjson.dumps(request), orjson.dumps(response), time.time()))
+        except sqlite3.Error as exc:
+            raise _disk_error(exc, self.path) from None
+
+    def put_many(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        """``put`` each (key, request, response), all committed in one transaction (``engine/put_batch.py``)."""
+        try:
+            self._db.execute("BEGIN")
+            try:
+                now = time.time()
+                self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
+                                     [(key, orjson.dumps(req), orjson.dumps(resp), now) for key, req, resp in items])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             raise _disk_error(exc, self.path) from None
 

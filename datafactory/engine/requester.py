@@ -18,6 +18,7 @@ from datafactory.engine.adaptive import AdaptiveLimit, Slot
 from datafactory.engine.breaker import Breaker, breaker_for
 from datafactory.engine.budget import Budget
 from datafactory.engine.cache import Cache
+from datafactory.engine.put_batch import PutBatcher
 from datafactory.engine.ratelimit import Limits
 from datafactory.engine.retry import with_retries
 from datafactory.engine.stats import Stats
@@ -65,6 +66,7 @@ class Requester:
                          if pipe.limits.adaptive else None)
         self.breaker = breaker or breaker_for(pipe)
         self.budget = budget
+        self._puts = PutBatcher(cache)  # responses of one loop turn committed together, before ask returns
         self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,
                         "template": pipe.prompt.fingerprint, "schema": content_hash(pipe.schema)}
         self._expected_out = expected_completion_tokens(pipe)
@@ -142,9 +144,9 @@ class Requester:
         except ProviderError as exc:
             self.stats.failed_requests += 1
             raise RequestFailed(exc, attempts) from None
-        self.cache.put(key, {"model": self.pipe.provider.model, "messages": messages, "params": params},
-                       comp.to_json())
         self._account(comp, est)
+        await self._puts.put(key, {"model": self.pipe.provider.model, "messages": messages, "params": params},
+                             comp.to_json())
         return Answer(comp, attempts, False)
 
     async def _on_wire(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
