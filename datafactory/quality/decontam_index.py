@@ -50,7 +50,7 @@ _FUNCTION_HASHES = _hashes(_FUNCTION_WORDS)
 
 def ordinary_words(texts: Sequence[str]) -> U64:
     """Sorted hashes of the words ``texts`` write not capitalised and without digits (names and numbers out)."""
-    plain = [" ".join(t for t in text.split() if not t[:1].isupper() and not any(c.isdigit() for c in t))
+    plain = [" ".join(t for t in text.split() if not t[:1].isupper() and not any(map(str.isdigit, t)))
              for text in texts]
     words = np.unique(tokenize_batch(plain).word_hashes) if plain else np.zeros(0, np.uint64)
     words = np.union1d(words, _FUNCTION_HASHES)
@@ -126,8 +126,7 @@ class GramIndex:
     def build(self, tokens: TokenBatch) -> None:
         """Index every row of ``tokens`` (already masked) as eval item ``row``."""
         grams, rows = self._grams(tokens)
-        pairs = np.unique(np.stack([grams, rows.astype(np.uint64)]), axis=1)  # distinct (gram, item), by gram
-        grams, rows = pairs[0], pairs[1].astype(np.int64)
+        grams, rows = _distinct_pairs(grams, rows.astype(np.int64))  # distinct (gram, item), by gram
         keys, df = np.unique(grams, return_counts=True)
         cap = max(2, int(self.max_df * len(tokens)))
         keep = df <= cap
@@ -257,6 +256,16 @@ class WordIndex:
         count = np.bincount(pair, weights=self.post_count[flat], minlength=size).reshape(rows_n, items_n)
         per_row = np.maximum(tokens.word_counts(), 1)[:, None]
         return c1.astype(np.float32), cn.astype(np.float32), (count / per_row).astype(np.float32)
+
+
+def _distinct_pairs(grams: U64, rows: I64) -> tuple[U64, I64]:
+    """The distinct (gram, row) pairs sorted by gram, then row: ``np.unique(np.stack(...), axis=1)``'s
+    answer by one lexsort (unique along an axis sorts structured rows, several times slower)."""
+    order = np.lexsort((rows, grams))
+    grams, rows = grams[order], rows[order]
+    first = np.ones(len(grams), np.bool_)
+    first[1:] = (grams[1:] != grams[:-1]) | (rows[1:] != rows[:-1])
+    return grams[first], rows[first]
 
 
 def _inverse(sizes: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
