@@ -15,6 +15,7 @@ intervals) are out of scope: they come out as ``no_answer``.
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -123,6 +124,7 @@ def _decimals(text: str) -> int | None:
     return len(match.group(0).rsplit(".", 1)[1])
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function; the answers compared are mostly the same few numbers
 def _value(text: str) -> tuple[str, Fraction] | None:
     found = _final(text)
     if found is None and (value := parse_number(text)) is not None:
