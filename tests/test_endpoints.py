@@ -77,17 +77,19 @@ def test_when_one_of_two_endpoints_dies_mid_run_every_row_is_still_written(make_
 
 
 def test_an_endpoint_failing_with_5xx_is_taken_out_probed_and_brought_back(make_project, server, second):
-    server.latency_s = second.latency_s = 0.02
+    # 503s for the first 0.5 s; the run lasts at least 600 / 4 × 0.03 = 4.5 s, well past the first cool-down
+    # (2 s) and its probe, however slow the box
+    server.latency_s = second.latency_s = 0.03
     t0: list[float] = []
 
     def flaky(index, body):
         t0.append(time.monotonic()) if not t0 else None
-        return Fault(status=503) if time.monotonic() - t0[0] < 1.0 else None
+        return Fault(status=503) if time.monotonic() - t0[0] < 0.5 else None
 
     server.set_fault_fn(flaky)
-    proj = make_project(rows=300, provider={"endpoints": _endpoints(server, second)},
+    proj = make_project(rows=600, provider={"endpoints": _endpoints(server, second)},
                         limits={"concurrency": 4})
-    assert proj.augment().written == 300
+    assert proj.augment().written == 600
     block = proj.stats()["endpoints"][server.base_url]
     assert block["taken_out"] >= 1 and block["state"] == "in"
     assert any(e.status == 200 for e in server.log)            # back in the pool after the probe
