@@ -45,7 +45,7 @@ def test_readme_starts_with_an_install_and_a_test_command_that_each_make_a_venv(
         assert " pip install" not in cmd.replace(".venv/bin/pip install", "")
     assert "datafactory augment pipelines/gsm8k_rephrase.yaml" in main_cmd
     ci = (REPO / ".ci" / "run").read_text()
-    assert "OMP_NUM_THREADS=1" in ci and ".venv/bin/python -m pytest -q" in ci and '".[dev,train]"' in ci
+    assert "OMP_NUM_THREADS=1" in ci and ".venv/bin/python -m pytest -q" in ci and '".[dev,train,ray]"' in ci
 
 
 @pytest.mark.timeout(900)
