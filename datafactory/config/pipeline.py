@@ -8,7 +8,6 @@ against the working directory, where users expect ``runs/`` to appear.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +18,22 @@ from datafactory.config.batch import MODES, BatchConfig
 from datafactory.config.endpoints import ENDPOINT_KEYS, EndpointConfig, from_urls, load_endpoints
 from datafactory.config.names import check_gate_names
 from datafactory.config.params import check_params
+from datafactory.config.pipeline_refs import (
+    _check_columns,
+    _check_placeholders,
+    _eval_set,
+    _load_schema,
+    _must_exist,
+    _resolve_input,
+    _str_map,
+)
 from datafactory.config.prompt import PromptTemplate, load_template
 from datafactory.config.spec import Key, check_section, doc, keys_from, non_negative, positive
 from datafactory.config.suggest import closest
-from datafactory.config.yamlio import Located, load_yaml
+from datafactory.config.yamlio import load_yaml
 from datafactory.errors import ConfigError
 from datafactory.formats.entries import FORMAT_ENTRIES
-from datafactory.io.readers import LOCAL_FORMATS, detect_format
+from datafactory.io.readers import LOCAL_FORMATS
 from datafactory.providers.registry import REGISTRY
 from datafactory.providers.registry import TRANSPORTS as TRANSPORT_REGISTRY
 from datafactory.providers.structured import MODES as STRUCTURED_MODES
@@ -230,7 +238,6 @@ QUALITY_KEYS = {
 STEP_KEYS = {name: keys_from(cfg) for name, cfg in STEPS.items()}  # derived from each step's dataclass
 PRICING_KEYS = keys_from(PricingConfig)
 REQUIRED_COLUMNS = {"alpaca": ("instruction", "output")}
-BUILTIN_EVAL_SETS = ("gsm8k",)
 
 
 def load_pipeline(path: str | Path, **overrides: Any) -> Pipeline:
@@ -345,72 +352,3 @@ def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
     if "output" in ov:
         output = dataclasses.replace(output, dir=str(ov["output"]))
     return dataclasses.replace(pipe, input=inp, provider=prov, limits=limits, output=output)
-
-
-def _str_map(loc: Located, value: dict[str, Any], path: str) -> dict[str, str]:
-    for k, v in value.items():
-        if not isinstance(v, str):
-            raise loc.error(f"{path}.{k}", f"expected a string, got {v!r}")
-    return {str(k): v for k, v in value.items()}
-
-
-def _resolve_input(value: str, base: Path) -> str:
-    candidate = (base / value) if not Path(value).is_absolute() else Path(value)
-    # a path that exists locally (or looks like a file) is local; anything else is a hub id
-    if candidate.exists() or detect_format(value) is not None:
-        return str(candidate)
-    return value
-
-
-def _eval_set(loc: Located, value: Any, base: Path) -> str:
-    """A built-in eval set name (``gsm8k``) or a JSONL path, resolved against the pipeline's folder."""
-    if not isinstance(value, str):
-        raise loc.error("quality.decontaminate.eval_sets", f"expected a name or a path, got {value!r}")
-    if value in BUILTIN_EVAL_SETS:
-        return value
-    return _must_exist(loc, "quality.decontaminate.eval_sets", value, base)
-
-
-def _must_exist(loc: Located, key: str, value: str, base: Path) -> str:
-    p = Path(value) if Path(value).is_absolute() else base / value
-    if not p.is_file():
-        raise loc.error(key, f"file not found: {p}")
-    return str(p)
-
-
-def _load_schema(loc: Located, path: str) -> dict[str, Any]:
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    try:
-        schema = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise loc.error("schema", f"{path} is not valid JSON: {exc}") from None
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise loc.error("schema", f"{path} is not a valid JSON Schema: {exc.message}") from None
-    return dict(schema)
-
-
-def _check_placeholders(loc: Located, template: PromptTemplate, fields: dict[str, str]) -> None:
-    for var in template.variables:
-        if var not in fields:
-            raise loc.error("input.fields", f"prompt template {template.path} uses {{{{ {var} }}}} but "
-                            f"input.fields does not map it", suggestion=closest(var, fields))
-
-
-def _check_columns(loc: Located, columns: dict[str, str], schema: dict[str, Any],
-                   fields: dict[str, str]) -> None:
-    props = set((schema.get("properties") or {}).keys())
-    for col, ref in columns.items():
-        if ref.startswith("source."):
-            name = ref[len("source."):]
-            if name not in fields:
-                raise loc.error(f"output.columns.{col}", f"'{ref}' is not a mapped input field",
-                                suggestion=closest(name, fields))
-        elif ref == "response.reasoning":  # formats/output.py REASONING_REF
-            continue
-        elif props and ref not in props:
-            raise loc.error(f"output.columns.{col}", f"'{ref}' is not a property of the output schema",
-                            suggestion=closest(ref, props))

@@ -45,7 +45,7 @@ from datafactory.testing.faults import (
     transient_fault_fn,
 )
 
-__all__ = ["Fault", "LoopbackServer", "RequestLog", "default_responder", "fenced_responder", "main"]
+__all__ = ["Fault", "LoopbackServer", "RequestLog", "default_responder", "fenced_responder"]
 __all__ += ["think_responder", "transient_fault_fn"]
 
 _JSON = "application/json"
@@ -392,13 +392,7 @@ def _close_transport(request: web.BaseRequest) -> None:
         transport.close()
 
 
-# --------------------------------------------------------------------- subprocess mode
-def main(argv: list[str] | None = None) -> int:
-    """``python -m datafactory.testing.loopback`` (the flags live in ``testing/serve.py``)."""
-    from datafactory.testing.serve import main as serve_main
+if __name__ == "__main__":  # subprocess mode (benchmarks); the flags live in testing/serve.py
+    from datafactory.testing.serve import main
 
-    return serve_main(argv)
-
-
-if __name__ == "__main__":
     sys.exit(main())
