@@ -22,22 +22,17 @@ from datafactory.config.pipeline import Pipeline
 from datafactory.engine.cache import Cache
 from datafactory.engine.commit import CommitBatcher
 from datafactory.engine.input import input_for
+from datafactory.engine.input_keys import RowKeys, input_record
 from datafactory.engine.ordered import OrderedGates
 from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import Progress
 from datafactory.engine.stats import Stats
 from datafactory.errors import RequestDeferred, RunStopped
 from datafactory.io.readers import BadRow
-from datafactory.record import Record, content_hash
+from datafactory.record import Record
 
 STOP_GRACE_S = 3.0      # after Ctrl-C, let requests already on the wire land (they are paid for)
 BATCH = 256
-
-
-def row_key(row: dict[str, Any] | BadRow) -> str:
-    if isinstance(row, BadRow):
-        return content_hash({"bad_row": row.raw, "line": row.line})
-    return content_hash(row)
 
 
 class Scheduler:
@@ -142,7 +137,7 @@ class Scheduler:
     async def _feed(self, queue: asyncio.Queue[Record | None]) -> None:
         inp = self.pipe.input
         rows = input_for(self.pipe).rows()  # one stream per run for a hub dataset (engine/input.py)
-        seen: dict[int, int] = {}
+        keys = RowKeys()
         seq = 0
         resume = self.cache.has_outcomes(self.fingerprint)  # a fresh run has no row to skip: no lookups
         try:
@@ -154,14 +149,7 @@ class Scheduler:
                 for pos, row in batch:
                     if inp.limit is not None and seq + len(keyed) >= inp.limit:
                         break
-                    key = row_key(row)
-                    h = int(key, 16)
-                    dup_of = None
-                    if h in seen:  # same content twice in the input: one request, the copy is rejected
-                        seen[h] += 1
-                        dup_of, key = key, f"{key}~{seen[h]}"
-                    else:
-                        seen[h] = 0
+                    key, dup_of = keys.key(row)
                     keyed.append((pos, row, key, dup_of))
                 done = self.cache.done_keys(self.fingerprint, [k for _, _, k, _ in keyed]) if resume else set()
                 todo: list[Record] = []
@@ -170,12 +158,7 @@ class Scheduler:
                     if key in done:
                         self.stats.rows_skipped_done += 1
                         continue
-                    meta: dict[str, Any] = {"seq": seq, "where": f"{inp.path}:{pos}"}
-                    if dup_of is not None:
-                        meta["duplicate_of"] = dup_of
-                    if isinstance(row, BadRow):
-                        meta["bad"] = row
-                    todo.append(Record(id=key, source={} if isinstance(row, BadRow) else row, meta=meta))
+                    todo.append(input_record(key, seq, f"{inp.path}:{pos}", row, dup_of))
                 self.processor.input_batch(todo)  # the input step (source gates) once over the batch
                 for rec in todo:
                     await queue.put(rec)

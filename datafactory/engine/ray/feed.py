@@ -5,14 +5,12 @@ is rejected as a duplicate by the input step), so both engines resume each other
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.cache import Cache
 from datafactory.engine.input import input_for
-from datafactory.engine.scheduler import row_key
+from datafactory.engine.input_keys import RowKeys, input_record
 from datafactory.engine.stats import Stats
-from datafactory.io.readers import BadRow
 from datafactory.record import Record
 
 
@@ -21,7 +19,7 @@ def records_to_do(pipe: Pipeline, cache: Cache, fp: str, stats: Stats) -> list[R
     already done are counted in ``stats.rows_skipped_done``."""
     inp = pipe.input
     rows = input_for(pipe).rows()
-    seen: dict[int, int] = {}
+    keys = RowKeys()
     todo: list[Record] = []
     seq = 0
     try:
@@ -29,23 +27,11 @@ def records_to_do(pipe: Pipeline, cache: Cache, fp: str, stats: Stats) -> list[R
             if inp.limit is not None and seq >= inp.limit:
                 break
             seq += 1
-            key = row_key(row)
-            h = int(key, 16)
-            dup_of = None
-            if h in seen:
-                seen[h] += 1
-                dup_of, key = key, f"{key}~{seen[h]}"
-            else:
-                seen[h] = 0
+            key, dup_of = keys.key(row)
             if cache.is_done(fp, key):
                 stats.rows_skipped_done += 1
                 continue
-            meta: dict[str, Any] = {"seq": seq, "where": f"{inp.path}:{pos}"}
-            if dup_of is not None:
-                meta["duplicate_of"] = dup_of
-            if isinstance(row, BadRow):
-                meta["bad"] = row
-            todo.append(Record(id=key, source={} if isinstance(row, BadRow) else row, meta=meta))
+            todo.append(input_record(key, seq, f"{inp.path}:{pos}", row, dup_of))
     finally:
         with contextlib.suppress(Exception):
             rows.close()  # type: ignore[attr-defined]
