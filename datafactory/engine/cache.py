@@ -34,6 +34,7 @@ import orjson
 
 from datafactory.engine.reasons import asked_again_on_rerun
 from datafactory.errors import DiskWriteError
+from datafactory.io.sqlite import open_run_db
 
 Sample = tuple[bool, "str | None", dict[str, Any]]  # (ok, reject reason, output row or reject record)
 RowOutcome = tuple[str, int, list[Sample]]  # (row key, input position, samples)
@@ -79,14 +80,7 @@ def _asked_again(reason: str | None) -> bool:
 class Cache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            # a read-only run dir or file, a directory in its place, a file that is not a database
-            raise DiskWriteError(f"cannot open the run's cache {self.path}: {exc}") from None
+        self._db = open_run_db(self.path, _SCHEMA, "cache")
         # the reason table lives in Python (engine/reasons.py); SQLite asks it for each reject it finds,
         # so a run dir written by an older version follows today's classes
         self._db.create_function("asked_again", 1, _asked_again, deterministic=True)

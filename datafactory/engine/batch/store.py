@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from datafactory.errors import DiskWriteError
+from datafactory.io.sqlite import open_run_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -77,13 +78,7 @@ class Settle:
 class BatchStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise DiskWriteError(f"cannot open the run's batch record {self.path}: {exc}") from None
+        self._db = open_run_db(self.path, _SCHEMA, "batch record")
         self._pending: list[tuple[str, bytes, bytes, float]] = []
 
     def close(self) -> None:
