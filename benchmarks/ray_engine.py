@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,26 +35,8 @@ PIPELINE = REPO / "pipelines" / "gsm8k_rephrase.yaml"
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 sys.path.insert(0, str(REPO))
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "datafactory.testing.loopback", "--port", "0",
-                             "--latency", str(latency), "--responder", "gsm8k"], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("LISTENING"):
-        raise SystemExit(f"server did not start: {line!r}")
-    return proc, line.split()[1]
-
-
-def write_rows(path: Path, n: int, source: Path) -> None:
-    base = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
-    with path.open("w") as fh:
-        for i in range(n):
-            row = dict(base[i % len(base)])
-            if i >= len(base):
-                row["question"] = f"{row['question']} (variant {i // len(base)})"
-            fh.write(json.dumps(row) + "\n")
+sys.path.insert(0, str(REPO / "benchmarks"))
+from throughput import start_server, write_input  # noqa: E402  (the same loopback server and input rows)
 
 
 def run_once(rows: Path, out: Path, url: str, workers: int, conc: int) -> dict[str, float]:
@@ -76,8 +57,6 @@ def run_once(rows: Path, out: Path, url: str, workers: int, conc: int) -> dict[s
 
 def dedup_bench(n: int, batch: int = 256) -> None:
     import numpy as np
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from dedup import Generator  # type: ignore[import-not-found]
 
     from datafactory.engine.cache import Cache
@@ -140,7 +119,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="df-ray-bench-") as tmp:
             rows = Path(tmp) / "rows.jsonl"
-            write_rows(rows, args.rows, args.gsm8k)
+            write_input(rows, args.rows, args.gsm8k)
             for w in args.workers:
                 results[w] = run_once(rows, Path(tmp) / f"run-{w}", url, w, args.concurrency)
                 print(f"  workers={w}: {results[w]['rows_per_s_call']:.1f} rows/s", flush=True)
