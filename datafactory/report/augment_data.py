@@ -10,7 +10,6 @@ holds a row with the same content hash (the row key).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import orjson
 import yaml
 
 from datafactory import constants as C
+from datafactory.io.jsonfile import read_json_object as _read_json
 from datafactory.report.timeline import TIMELINE_FILE, read_timeline
 
 WRITTEN_SAMPLES = 6
@@ -188,14 +188,6 @@ def _stream(path: Path) -> Iterator[dict[str, Any]]:
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _read_text(path: Path) -> str | None:

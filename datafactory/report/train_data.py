@@ -8,12 +8,13 @@ recipe from ``recipe.resolved.yaml``. Whatever a partial run has not written yet
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from datafactory.io.jsonfile import read_json_object
 
 RECIPE_FILE = "recipe.resolved.yaml"
 STAGES_DIR = ".stages"
@@ -93,8 +94,4 @@ def paired_examples(run: TrainRun, limit: int = 8) -> list[dict[str, Any]]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(path) or {}

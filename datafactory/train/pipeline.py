@@ -27,6 +27,7 @@ import yaml
 from datafactory.config.recipe import Recipe, load_recipe, recipe_from_dict
 from datafactory.errors import RunLocked, UserError
 from datafactory.io.atomic import atomic_write_text
+from datafactory.io.jsonfile import read_json_object as _read_json
 from datafactory.proc import extras as check
 from datafactory.train import stages as st
 from datafactory.train.stages import STAGES, RunLayout
@@ -306,14 +307,6 @@ RUNNERS: dict[str, Callable[[Context, str], tuple[dict[str, Any], list[Path]]]] 
     "train": _stage_train, "select": _stage_select, "merge": _stage_merge, "eval": _stage_eval,
     "report": _stage_report,
 }
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def summarize(result: dict[str, Any]) -> str:
