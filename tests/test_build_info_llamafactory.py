@@ -10,17 +10,12 @@ so the relative ``file_name`` (``../data/...``) is exercised too, across every f
 
 from __future__ import annotations
 
-import os
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-os.environ["OMP_NUM_THREADS"] = "1"  # tiny models, 2 shared cores: more threads only slow things down
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("llamafactory")
 
@@ -29,6 +24,23 @@ from tiny_models import build_tiny_tokenizer  # noqa: E402
 from datafactory.formats.dataset_info import BuildInfoResult, build_info  # noqa: E402
 
 pytestmark = pytest.mark.train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _offline_one_thread() -> Iterator[None]:
+    """Hub off and one thread for this module only (set in os.environ at import, it leaked into other modules).
+
+    huggingface_hub and datasets read the offline switch once, at import, so their copies are set as well."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # tiny models, 2 shared cores: more threads only slow things down
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            mp.setenv(name, "1")
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        mp.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+        yield
 
 END = "<|im_end|>\n"
 

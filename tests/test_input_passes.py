@@ -31,7 +31,7 @@ def test_a_hub_dataset_is_streamed_once_for_the_checks_the_seeding_and_the_run(m
                                                                      "against_input": ["question"]}})
     with HubServer({"org/apples": proj.rows}) as hub:
         # a subprocess: huggingface_hub reads HF_ENDPOINT once, when it is first imported
-        # online against the stand-in (another test module sets HF_HUB_OFFLINE=1 in this process's environment)
+        # online against the stand-in, whatever the calling shell has set
         env = cli_env(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
                       HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0")
         done = run_cli("augment", str(proj.pipeline), "--input", "org/apples", "--quiet", env=env)
