@@ -8,19 +8,19 @@ merged into the body, as the chat provider sends it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from datafactory.errors import ConnectionFailed, RequestTimedOut
-from datafactory.providers.batch_base import BatchInfo, info_from
+from datafactory.providers.batch_sdk import SdkBatchClient
 from datafactory.providers.status import error_for_status, error_message
 from datafactory.providers.zhipu import in_daemon_thread
 
-T = TypeVar("T")
 
-
-class ZhipuBatchClient:
+class ZhipuBatchClient(SdkBatchClient):
     name = "zhipuai"
     url = "/v4/chat/completions"
+    drop = ("n",)
+    create_extra = {"auto_delete_input_file": True}  # read only
 
     def __init__(self, *, api_key: str, base_url: str | None, timeout_s: float) -> None:
         from zhipuai import ZhipuAI
@@ -31,17 +31,15 @@ class ZhipuBatchClient:
     def __repr__(self) -> str:
         return f"ZhipuBatchClient(base_url={self._base_url!r})"
 
-    def body(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
-        extra = params.get("extra_body") if isinstance(params.get("extra_body"), dict) else {}
-        merged = {**{k: v for k, v in params.items() if k not in ("extra_body", "n")}, **(extra or {})}
-        merged.pop("n", None)
-        return {"model": model, "messages": messages, **merged}
-
-    async def _call(self, fn: Callable[[], T]) -> T:
+    async def _call(self, fn: Callable[[], Any]) -> Any:
         return await in_daemon_thread(self._mapped, fn)
 
+    def _has_more(self, page: Any, data: list[Any], limit: int) -> bool:
+        has_more = getattr(page, "has_more", None)  # older API versions leave it out: a full page may go on
+        return bool(has_more) if has_more is not None else len(data) >= limit
+
     @staticmethod
-    def _mapped(fn: Callable[[], T]) -> T:
+    def _mapped(fn: Callable[[], Any]) -> Any:
         from zhipuai.core import _errors as zerr
 
         try:
@@ -53,38 +51,6 @@ class ZhipuBatchClient:
             raise RequestTimedOut("the batch API call timed out") from None
         except zerr.APIConnectionError as exc:
             raise ConnectionFailed(f"connection problem: {type(exc.__cause__ or exc).__name__}") from None
-
-    async def upload(self, filename: str, data: bytes) -> str:
-        obj = await self._call(lambda: self._client.files.create(file=(filename, data, "application/jsonl"),
-                                                                 purpose="batch"))
-        return str(obj.id)
-
-    async def create(self, input_file_id: str, metadata: dict[str, str], window: str) -> BatchInfo:
-        return info_from(await self._call(lambda: self._client.batches.create(
-            input_file_id=input_file_id, endpoint=self.url, completion_window=window,
-            metadata=metadata, auto_delete_input_file=True)))
-
-    async def retrieve(self, batch_id: str) -> BatchInfo:
-        return info_from(await self._call(lambda: self._client.batches.retrieve(batch_id)))
-
-    async def list(self, after: str | None, limit: int) -> tuple[list[BatchInfo], bool]:
-        def page() -> Any:
-            kw: dict[str, Any] = {"limit": limit}
-            if after:
-                kw["after"] = after
-            return self._client.batches.list(**kw)
-
-        got = await self._call(page)
-        data = list(getattr(got, "data", None) or [])
-        has_more = getattr(got, "has_more", None)
-        return [info_from(b) for b in data], bool(has_more) if has_more is not None else len(data) >= limit
-
-    async def content(self, file_id: str) -> bytes:
-        resp = await self._call(lambda: self._client.files.content(file_id))
-        return bytes(resp.content)
-
-    async def cancel(self, batch_id: str) -> BatchInfo:
-        return info_from(await self._call(lambda: self._client.batches.cancel(batch_id)))
 
     async def aclose(self) -> None:
         self._client.close()
