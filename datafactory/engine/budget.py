@@ -23,13 +23,17 @@ class Budget:
         self.reserved_usd = 0.0
 
     def reserve(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Reserve the worst case of one request, or raise ``BudgetExhausted`` when it does not fit."""
-        amount = cost(self.model, self.pricing, prompt_tokens, completion_tokens) or 0.0
+        """Reserve the worst case of one request at the online price, or raise ``BudgetExhausted``."""
+        return self.hold(cost(self.model, self.pricing, prompt_tokens, completion_tokens) or 0.0)
+
+    def hold(self, amount: float, held_by: str = "requests in flight") -> float:
+        """Reserve ``amount`` (a request's worst case, at whatever price it is sent: batch mode holds the
+        batch price), or raise ``BudgetExhausted`` when it does not fit beside what is spent and held."""
         if self.spent_usd + self.reserved_usd + amount > self.limit_usd:
             raise BudgetExhausted(
-                f"budget reached: ${self.spent_usd:.4f} spent of ${self.limit_usd:.4f} (limits.max_cost_usd / "
-                f"--max-cost), and the next request could cost up to ${amount:.4f}. Rerun with a higher "
-                f"--max-cost to continue; nothing finished is lost",
+                f"budget reached: ${self.spent_usd:.4f} spent and ${self.reserved_usd:.4f} held by {held_by}, "
+                f"of ${self.limit_usd:.4f} (limits.max_cost_usd / --max-cost), and the next request could cost "
+                f"up to ${amount:.4f}. Rerun with a higher --max-cost to continue; nothing finished is lost",
                 budget_usd=self.limit_usd, spent_usd=self.spent_usd)
         self.reserved_usd += amount
         return amount

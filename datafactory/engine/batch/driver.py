@@ -215,14 +215,7 @@ class BatchDriver:
         pipe = self.pipe
         amount = batch_cost(pipe.provider.model, pipe.pricing, estimate_tokens(messages),
                             expected_completion_tokens(pipe)) or 0.0
-        if budget.spent_usd + budget.reserved_usd + amount > budget.limit_usd:
-            raise BudgetExhausted(
-                f"budget reached: ${budget.spent_usd:.4f} spent and ${budget.reserved_usd:.4f} held by requests in "
-                f"batches, of ${budget.limit_usd:.4f} (limits.max_cost_usd / --max-cost); the next request could "
-                f"cost up to ${amount:.4f}. Rerun with a higher --max-cost to continue; nothing finished is lost",
-                budget_usd=budget.limit_usd, spent_usd=budget.spent_usd)
-        budget.reserved_usd += amount
-        return amount
+        return budget.hold(amount, held_by="requests in batches")
 
     def _release(self, key: str, actual: float | None) -> None:
         budget = self.requester.budget
