@@ -187,12 +187,8 @@ def api_env(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def server() -> Iterator[LoopbackServer]:
     """A loopback OpenAI-compatible server that only accepts the sentinel key."""
-    srv = LoopbackServer(expected_api_key=SENTINEL_KEY)
-    srv.start()
-    try:
+    with LoopbackServer(expected_api_key=SENTINEL_KEY) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def base_config(root: Path, base_url: str) -> dict[str, Any]:

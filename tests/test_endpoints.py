@@ -18,12 +18,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def second() -> Iterator[LoopbackServer]:
-    srv = LoopbackServer(expected_api_key=SENTINEL_KEY)
-    srv.start()
-    try:
+    with LoopbackServer(expected_api_key=SENTINEL_KEY) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _endpoints(*servers: LoopbackServer, **extra) -> list[dict]:
