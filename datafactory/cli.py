@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "HEAD:6379; the run dir must be on a filesystem every node sees); default: a local Ray")
     a.add_argument("--workers", type=_positive_int, help="--engine ray: worker actors, each with its own "
                    "connections and limits.concurrency requests in flight (default: one per CPU)")
+    a.add_argument("--ray-dedup", choices=("auto", "driver", "shuffle"), default="auto",
+                   help="--engine ray: decide exact/near dedup on the driver in input order, or by a Ray shuffle of "
+                   "the workers' keys (the same kept set); auto: the shuffle on a multi-node cluster for 1M+ rows")
 
     v = sub.add_parser("validate", help="check a pipeline or train-eval recipe YAML without running it",
                        description="Check a pipeline (config, input file, input columns, gate field names) or "
@@ -187,7 +190,7 @@ def _augment(args: argparse.Namespace, argv: list[str]) -> int:
     stopped: RunStopped | None = None
     try:
         stats = augment(pipe, quiet=args.quiet, engine=args.engine, ray_address=args.ray_address,
-                        workers=args.workers)
+                        workers=args.workers, ray_dedup=args.ray_dedup)
     except RunStopped as exc:
         if exc.stats is None:
             raise

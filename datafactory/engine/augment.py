@@ -103,20 +103,21 @@ def _prepare(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> tupl
 
 def augment(pipeline: Pipeline | str | Path, *, progress: Progress | None = None, quiet: bool = True,
             engine: str = "asyncio", ray_address: str | None = None, workers: int | None = None,
-            **overrides: Any) -> Stats:
+            ray_dedup: str = "auto", **overrides: Any) -> Stats:
     """Run a pipeline: every input row ends in ``data/`` or ``rejects.jsonl`` of the run dir.
 
     Rerunning (or resuming after a crash or Ctrl-C) sends no request whose response is already stored.
     Returns the run's ``Stats`` (also written to ``stats.json``); ``stats.interrupted`` is True when a
     signal stopped it early. ``overrides`` are the CLI flags: input, output, limit, concurrency, rpm, tpm,
     provider, model, base_url. ``engine="ray"``: the same flow on Ray Data (``engine/ray``; ``ray_address``
-    an existing cluster, else a local Ray; ``workers`` actors, default one per CPU).
+    an existing cluster, else a local Ray; ``workers`` actors, default one per CPU; ``ray_dedup`` where global
+    dedup is decided: ``driver``, ``shuffle`` (a Ray shuffle of the workers' keys) or ``auto``).
     """
     if engine != "asyncio":  # Ray Data: rows on an actor pool, dedup and commits on this driver
         from datafactory.engine.ray import run_ray
 
         return run_ray(pipeline, overrides, progress or (NoProgress() if quiet else auto_progress()),
-                       engine=engine, address=ray_address, workers=workers)
+                       engine=engine, address=ray_address, workers=workers, dedup=ray_dedup)
     pipe, key = _prepare(pipeline, overrides)
     coro = _run(pipe, key, progress or (NoProgress() if quiet else auto_progress()))
     try:

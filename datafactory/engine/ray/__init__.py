@@ -8,7 +8,9 @@ core install stays light. The parts:
 * ``worker.py``: ``RowWorker``, the async callable class ``map_batches`` runs on each actor;
 * ``limiter.py``: one limiter actor — RPM, TPM and the 429 pause across all workers;
 * ``responses.py``: each worker's response file in the run dir (durable on arrival, read by all);
-* ``collect.py``: gates with memory (global dedup) in input order, commits, the workers' counters.
+* ``collect.py``: gates with memory (global dedup) in input order, commits, the workers' counters;
+* ``keys.py`` + ``shuffle.py``: the other way to decide global dedup, by a Ray shuffle of the workers'
+  exact and LSH band keys (the driver's kept set; ``ray_dedup``);
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ if TYPE_CHECKING:
     from datafactory.engine.stats import Stats
 
 ENGINES = ("asyncio", "ray")
+DEDUP_MODES = ("auto", "driver", "shuffle")  # where global dedup is decided (engine/ray/driver.py dedup_mode)
 
 
 def run_ray(pipeline: Pipeline | str | Path, overrides: dict[str, Any], progress: Progress, *, engine: str = "ray",
-            address: str | None = None, workers: int | None = None, handle_signals: bool = True) -> Stats:
+            address: str | None = None, workers: int | None = None, dedup: str = "auto",
+            handle_signals: bool = True) -> Stats:
     """``augment(..., engine="ray")``: checks (engine name, Ray installed, workers), the same preparation
     as the asyncio engine (config, API key, input preflight), then ``driver.run_ray``."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}", key="engine")
+    if dedup not in DEDUP_MODES:
+        raise ConfigError(f"unknown ray dedup {dedup!r}; choose one of {', '.join(DEDUP_MODES)}", key="ray_dedup")
     if workers is not None and workers < 1:
         raise ConfigError(f"needs at least one worker, got {workers}", key="workers")
     if importlib.util.find_spec("ray") is None:
@@ -41,4 +47,4 @@ def run_ray(pipeline: Pipeline | str | Path, overrides: dict[str, Any], progress
     from datafactory.engine.ray.driver import run_ray as run
 
     pipe, key = _prepare(pipeline, overrides)
-    return run(pipe, key, progress, address=address, workers=workers, handle_signals=handle_signals)
+    return run(pipe, key, progress, address=address, workers=workers, dedup=dedup, handle_signals=handle_signals)

@@ -46,7 +46,11 @@ class Collector:
 
     def take(self, batch: dict[str, np.ndarray]) -> None:
         """One output batch of the workers: decide the gates with memory, commit its rows."""
-        ready: list[tuple[Record, list[Record]]] = []
+        self.watch(batch)
+        self.commit([loads(blob) for blob in batch["out"] if len(blob)])
+
+    def watch(self, batch: dict[str, np.ndarray]) -> None:
+        """The workers' counters and the order and outcomes of a batch's rows (not its records)."""
         for seq, blob, snap in zip(batch["seq"], batch["out"], batch["stats"], strict=True):
             if len(snap):
                 self._snapshot(loads(snap))
@@ -55,8 +59,9 @@ class Collector:
             self._last_seq = max(self._last_seq, int(seq))
             if not len(blob):
                 self.no_outcome += 1
-                continue
-            ready.append(loads(blob))
+
+    def commit(self, ready: list[tuple[Record, list[Record]]]) -> None:
+        """Decide the gates with memory over rows' outcomes (in input order), then commit them."""
         for start in range(0, len(ready), MAX_GATE_BATCH):
             self._decide(ready[start:start + MAX_GATE_BATCH])
         for row, outcomes in ready:

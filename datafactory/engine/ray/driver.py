@@ -38,8 +38,10 @@ from datafactory.engine.input import release as release_input
 from datafactory.engine.progress import Progress
 from datafactory.engine.ray.collect import Collector
 from datafactory.engine.ray.feed import records_to_do
+from datafactory.engine.ray.keys import Plan, plan_for
 from datafactory.engine.ray.limiter import LimiterActor
 from datafactory.engine.ray.responses import merge_into
+from datafactory.engine.ray.shuffle import ShuffleCollector, parts_for
 from datafactory.engine.ray.worker import RowWorker, dumps
 from datafactory.engine.signals import routed
 from datafactory.engine.stats import Stats
@@ -49,6 +51,7 @@ from datafactory.report.timeline import record_timeline
 
 log = logging.getLogger("datafactory")
 ROWS_PER_BLOCK = 256
+SHUFFLE_FROM_ROWS = 1_000_000
 
 
 def check_supported(pipe: Pipeline) -> None:
@@ -59,6 +62,22 @@ def check_supported(pipe: Pipeline) -> None:
     if pipe.limits.max_cost_usd is not None:
         raise ConfigError("a cost limit is not enforced across Ray workers yet; drop it or use the asyncio "
                           "engine", key="limits.max_cost_usd")
+
+
+def dedup_mode(asked: str, plan: Plan | None, rows: int) -> str:
+    """``driver`` or ``shuffle`` (``engine/ray/shuffle.py``) for ``ray_dedup`` ``asked``. ``auto``: the shuffle
+    on a cluster of several nodes with at least ``SHUFFLE_FROM_ROWS`` rows to do, else the driver (on one
+    machine the driver's pass is faster: see benchmarks/ray_engine.py). A chain of gates the shuffle does
+    not decide (another gate with memory) runs on the driver whatever was asked."""
+    if plan is None or not plan.dedup:
+        if asked == "shuffle" and plan is None:
+            log.warning("ray dedup: the gates with memory are not exact_dedup then near_dedup; deciding them on "
+                        "the driver")
+        return "driver"
+    if asked == "auto":
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        return "shuffle" if nodes > 1 and rows >= SHUFFLE_FROM_ROWS else "driver"
+    return asked
 
 
 def start_ray(address: str | None) -> bool:
@@ -76,7 +95,7 @@ def default_workers() -> int:
 
 
 def run_ray(pipe: Pipeline, api_key: str, progress: Progress, *, address: str | None = None,
-            workers: int | None = None, handle_signals: bool = True) -> Stats:
+            workers: int | None = None, dedup: str = "auto", handle_signals: bool = True) -> Stats:
     run = RunDir(pipe.output.dir)
     try:
         check_supported(pipe)
@@ -99,7 +118,7 @@ def run_ray(pipe: Pipeline, api_key: str, progress: Progress, *, address: str | 
             stats.rows_total = seen if pipe.input.limit is None else min(seen, pipe.input.limit)
         todo = records_to_do(pipe, cache, fp, stats)
         commits = CommitBatcher(cache, fp, stats, max_wait_s=0, stored_props=gates.stored_props)
-        collect = Collector(gates.ordered, commits, stats)
+        collect: Collector = Collector(gates.ordered, commits, stats)
         stop: list[int] = []
         stats.sections["ray"] = {"address": address, "workers": 0}
         with routed(stop.append, enabled=handle_signals):
@@ -110,7 +129,13 @@ def run_ray(pipe: Pipeline, api_key: str, progress: Progress, *, address: str | 
                     started = start_ray(address)
                     n = workers or default_workers()
                     stats.sections.update(engine="ray", workers=n)
-                    _map(pipe, api_key, run, todo, n, collect, stats, progress, stop)
+                    plan = plan_for(gates.ordered)
+                    mode = dedup_mode(dedup, plan, len(todo))
+                    parts = parts_for(len(todo), n) if mode == "shuffle" else None
+                    if parts is not None and plan is not None:
+                        collect = ShuffleCollector(plan, commits, stats, parts)
+                    stats.sections["ray"].update(dedup=mode, shuffle_parts=parts)
+                    _map(pipe, api_key, run, todo, n, collect, stats, progress, stop, parts)
                 else:
                     stats.sections.update(engine="ray", workers=0)
                 complete = not stop and collect.halted is None and not collect.no_outcome
@@ -139,7 +164,7 @@ def run_ray(pipe: Pipeline, api_key: str, progress: Progress, *, address: str | 
 
 
 def _map(pipe: Pipeline, api_key: str, run: RunDir, todo: list[Any], workers: int, collect: Collector,
-         stats: Stats, progress: Progress, stop: list[int]) -> None:
+         stats: Stats, progress: Progress, stop: list[int], parts: int | None) -> None:
     """The rows through the actor pool; their outcomes through the collector, in input order."""
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -154,7 +179,7 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, todo: list[Any], workers: in
     blocks = max(1, min(len(items), max(4 * workers, len(items) // ROWS_PER_BLOCK)))
     batch = max(1, min(pipe.limits.concurrency, 64))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
-    out = ds.map_batches(RowWorker, fn_constructor_args=(pipe, api_key, str(run.path), limiter),
+    out = ds.map_batches(RowWorker, fn_constructor_args=(pipe, api_key, str(run.path), limiter, parts),
                          batch_size=batch, batch_format="numpy", compute=ActorPoolStrategy(size=workers),
                          num_cpus=min(1.0, cpus / workers), zero_copy_batch=True)
     stats.sections["ray"].update(address=ray.get_runtime_context().gcs_address, workers=workers,
@@ -169,6 +194,9 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, todo: list[Any], workers: in
             progress.update(stats)
             if stop or collect.halted is not None:
                 break
+        if isinstance(collect, ShuffleCollector):  # the rows that arrived (all of them unless stopped)
+            collect.finish()
+            stats.sections["ray"]["shuffle_s"] = round(collect.shuffle_s, 3)
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:  # a stop: end the streaming execution now, not when the iterator is collected

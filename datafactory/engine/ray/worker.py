@@ -31,6 +31,7 @@ import numpy as np
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.breaker import breaker_for
 from datafactory.engine.process import RowProcessor
+from datafactory.engine.ray.keys import Plan, key_rows, plan_for, with_parts
 from datafactory.engine.ray.limiter import RemoteLimits
 from datafactory.engine.ray.responses import open_worker_cache
 from datafactory.engine.requester import Requester
@@ -61,9 +62,11 @@ def halt_info(exc: UserError) -> dict[str, Any]:
 
 
 class RowWorker:
-    def __init__(self, pipe: Pipeline, api_key: str, run_dir: str, limiter: Any) -> None:
+    def __init__(self, pipe: Pipeline, api_key: str, run_dir: str, limiter: Any, key_parts: int | None = None) -> None:
         register_secret(api_key)  # redacted from anything this process writes
         self.pipe, self._key, self._limiter = pipe, api_key, limiter
+        self.key_parts = key_parts  # the shuffle dedup: this worker computes its records' dedup keys
+        self.plan: Plan | None = None
         self.slot, self._lock, self.cache = open_worker_cache(Path(run_dir))
         self.stats = Stats()
         self.version = 0
@@ -81,6 +84,8 @@ class RowWorker:
         requester.breaker.on_trip = self._halt
         self._slots = asyncio.Semaphore(pipe.limits.concurrency)
         self.processor = RowProcessor(pipe, requester)
+        if self.key_parts is not None:
+            self.plan = plan_for(self.processor.steps.ordered)
         return self.processor
 
     def _halt(self, exc: UserError) -> None:
@@ -91,27 +96,34 @@ class RowWorker:
         processor = self.processor or self._start()
         rows: list[Record] = [loads(blob) for blob in batch["rec"]]
         processor.input_batch(rows)  # the input step once over the batch (source gates)
-        outs = await asyncio.gather(*(self._one(processor, row) for row in rows))
+        outcomes = await asyncio.gather(*(self._one(processor, row) for row in rows))
+        outs = [b"" if o is None else dumps((row, o)) for row, o in zip(rows, outcomes, strict=True)]
         self.version += 1
         stats = [b""] * len(rows)
         stats[-1] = dumps(self.snapshot())
-        yield {"seq": np.asarray(batch["seq"]), "out": np.array(outs, dtype=object),
+        out = {"seq": np.asarray(batch["seq"]), "out": np.array(outs, dtype=object),
                "stats": np.array(stats, dtype=object)}
+        if self.key_parts is not None:
+            keys = [b""] * len(rows)
+            if self.plan is not None:
+                done = [(row.meta["seq"], o) for row, o in zip(rows, outcomes, strict=True) if o is not None]
+                keys[-1] = dumps(with_parts(key_rows(self.plan, done), self.key_parts))
+            out["keys"] = np.array(keys, dtype=object)
+        yield out
 
-    async def _one(self, processor: RowProcessor, row: Record) -> bytes:
+    async def _one(self, processor: RowProcessor, row: Record) -> list[Record] | None:
         assert self._slots is not None
         async with self._slots:
             if self.halted is not None:  # the run stops: no outcome, the rerun does the row
-                return b""
+                return None
             try:
-                outcomes = await processor.process(row)
-            except RunStopped as exc:  # the breaker tripped on this worker
+                return await processor.process(row)
+            except RunStopped as exc:  # the breaker tripped (or the budget is reached) on this worker
                 self._halt(exc)
-                return b""
+                return None
             except UserError as exc:  # a wrong key, disk full: the whole run stops (driver raises it)
                 self._halt(exc)
-                return b""
-        return dumps((row, outcomes))
+                return None
 
     def snapshot(self) -> dict[str, Any]:
         """This worker's cumulative counters (the driver keeps the newest per worker and sums them)."""

@@ -1,0 +1,91 @@
+"""The Ray engine at scale (one local 2-CPU Ray for the module): global dedup by a Ray shuffle of the
+workers' keys keeps what the driver's input-order pass keeps, the input goes to Ray in blocks without the
+driver holding it, the cost limit holds for all workers together, batch mode is refused up front, and
+stats.json adds up every worker's counters in the asyncio engine's shape."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from test_ray_engine import ray_cluster  # noqa: F401 — the module's local Ray
+
+from datafactory.errors import ConfigError
+
+WORDS = [f"{chr(97 + i)}word{chr(122 - i)}" for i in range(26)]
+
+
+def _qid(body: dict[str, Any]) -> int:
+    return int(re.search(r"\[q(\d+)\]", body["messages"][-1]["content"]).group(1))
+
+
+def _chains(body: dict[str, Any], k: int) -> str:
+    """Twelve families of answers; member m of a family has its first m words changed, so neighbours are
+    near copies of each other but the ends of a family are not (chains the greedy pass must cut as the
+    driver does); questions repeat every 30 rows (exact copies)."""
+    q = _qid(body)
+    family, member = q % 12, (q // 12) % 10
+    words = [WORDS[(family + i) % 26] for i in range(24)]
+    words[:member] = [f"changed{family}x{i}" for i in range(member)]
+    return json.dumps({"question": f"Problem {q % 30}: how many apples are left in the basket?",
+                       "answer": " ".join(words) + f"\n#### {family}"})
+
+
+def test_the_shuffle_dedup_keeps_exactly_what_the_driver_dedup_keeps(ray_cluster, make_project, server):  # noqa: F811
+    server.responder = _chains
+    proj = make_project(rows=120, limits={"concurrency": 8},
+                        quality={"reask": 0, "exact_dedup": {"fields": ["question"]},
+                                 "near_dedup": {"fields": ["answer"], "threshold": 0.7}})
+    proj.augment(engine="ray", workers=2, ray_dedup="driver")
+    on_driver = (proj.data(), sorted((r["id"], r["reason"], r["last_error"]) for r in proj.rejects()))
+    assert proj.stats()["ray"]["dedup"] == "driver"
+    proj.update(output={"dir": str(proj.run_dir.parent / "shuffle_run")})
+    proj.augment(engine="ray", workers=2, ray_dedup="shuffle")
+    proj.assert_accounted()
+    on_shuffle = (proj.data(), sorted((r["id"], r["reason"], r["last_error"]) for r in proj.rejects()))
+    assert proj.stats()["ray"]["dedup"] == "shuffle" and proj.stats()["ray"]["shuffle_parts"] >= 2
+    assert on_shuffle == on_driver                      # the same rows kept, the same rejects naming the same rows
+    reasons = [r for _, r, _ in on_shuffle[1]]
+    assert reasons.count("duplicate") == 90 and 0 < reasons.count("near_duplicate") < 30
+
+
+def test_the_shuffle_dedup_rejects_output_repeating_the_input_and_rows_written_by_an_earlier_run(
+        ray_cluster, make_project, server):  # noqa: F811
+    # answers: the input question itself for rows 0-9 (seeded by against_input), distinct otherwise
+    server.responder = lambda body, k: json.dumps(
+        {"question": f"Sam has {_qid(body)} apples and buys 3 more. How many apples does Sam have now?"
+         if _qid(body) < 10 else f"A brand new question number {_qid(body)} about pears?", "answer": "#### 1"})
+    proj = make_project(rows=20, quality={"reask": 0, "exact_dedup": {"fields": ["question"],
+                                                                    "against_input": ["question"]}})
+    proj.augment(engine="ray", workers=2, ray_dedup="shuffle", limit=15)
+    dups = [r for r in proj.rejects() if r["reason"] == "duplicate"]
+    assert len(dups) == 10 and all("same normalised text as input:" in r["last_error"] for r in dups)
+    # the rerun (all 20 rows) is seeded with the 5 rows written (10-14): rows 15-19 repeat them
+    server.responder = lambda body, k: json.dumps({"question": f"A brand new question number {10 + _qid(body) % 5} "
+                                                               "about pears?", "answer": "#### 1"})
+    proj.augment(engine="ray", workers=2, ray_dedup="shuffle")
+    proj.assert_accounted()
+    assert len(proj.data()) == 5
+    assert sorted(r["reason"] for r in proj.rejects()) == ["duplicate"] * 15
+
+
+def test_the_greedy_pass_over_near_candidates_cuts_chains_in_input_order_as_the_driver_does():
+    from datafactory.engine.ray.shuffle import near_verdicts
+
+    # 1 ~ 2 (key 10), 2 ~ 3 (key 20), 1 !~ 3: 2 goes, 3 stays (a union-find would drop 3 too);
+    # 4 ~ seed -7 (key 30) goes; 5 ~ 4 (key 40) stays: 4 was not kept
+    ords = np.array([2, 1, 2, 3, 4, -7, 4, 5])
+    keys = np.array([10, 10, 20, 20, 30, 30, 40, 40], np.uint64)
+    assert near_verdicts(ords, keys, np.array([], np.int64)) == {2: 1, 4: -7}
+    # an exact duplicate takes no part: 2 dropped first, so nothing is near
+    assert near_verdicts(ords, keys, np.array([2, 4])) == {}
+
+
+def test_an_unknown_ray_dedup_is_refused_before_anything_runs(make_project):
+    proj = make_project(rows=3)
+    with pytest.raises(ConfigError, match="ray dedup"):
+        proj.augment(engine="ray", ray_dedup="spark")
+    assert not (proj.run_dir / "stats.json").exists()
