@@ -54,7 +54,7 @@ from datafactory.quality.decontam_gate import (  # noqa: E402
     IDENTITY_SHARED,
     DecontamGate,
 )
-from datafactory.quality.decontam_index import GramIndex, lcs_ratio, mask_tokens, row_words  # noqa: E402
+from datafactory.quality.decontam_index import GramIndex, lcs_ratio, row_words  # noqa: E402
 from datafactory.quality.minhash import MinHasher  # noqa: E402
 from datafactory.quality.normalize import tokenize_batch  # noqa: E402
 from datafactory.record import Record  # noqa: E402
@@ -82,32 +82,33 @@ class Scorer:
     def verdicts(self, texts: list[str]) -> dict[str, np.ndarray]:
         gate, index = self.gate, self.index
         tokens = tokenize_batch(texts)
-        masked = mask_tokens(tokens, index.inside(tokens))
+        masked = index.masked_of(tokens)
         exact = np.array([hit is not None for hit in gate.exact.hits(tokens)])
         scores = index.scores(tokens)
         top = np.argsort(-scores, axis=1)[:, :RETRIEVED]
-        rephrase = scores.max(axis=1) >= gate.threshold
+        items, first = index.best(tokens, max(2, gate.judge_top_k))
+        final = gate.verify(tokens, texts, items, first)  # the two-stage rephrase verdict scores, best first
+        rephrase = final[:, 0] >= gate.threshold
         c8 = self.c8.dense(masked).max(axis=1) >= 0.5
         sigs = self.hasher.signatures(masked)[0]
         jaccard = (sigs[:, None, :] == self.eval_sigs[top]).mean(axis=2).max(axis=1)
         lcs = np.array([max(lcs_ratio(row_words(masked, r), row_words(index.masked, int(i))) for i in top[r])
                         for r in range(len(texts))])
-        best = scores.max(axis=1)
-        near = np.flatnonzero(best >= IDENTITY_FLOOR)
-        shared, jac = index.identity(tokens, near, top[near, :2])
+        near = np.flatnonzero(final[:, 0] >= IDENTITY_FLOOR)
+        shared, jac = index.identity(tokens, near, items[near, :2])
         identity = np.zeros(len(texts), np.bool_)
         identity[near] = ((shared >= IDENTITY_SHARED) & (jac >= IDENTITY_JACCARD)).any(axis=1)
-        shipped = np.array([v is not None for v in gate.check_tokens(tokens)])  # the gate's own path
-        band = ~shipped & (best >= gate.judge_above)  # what the judge would be asked about
+        shipped = np.array([v is not None for v in gate.check_tokens(tokens, texts)])  # the gate's own path
+        band = ~shipped & (final[:, 0] >= gate.judge_above)  # what the judge would be asked about
         return {"ngram13": exact, "c8": c8, "minhash": jaccard >= 0.5, "lcs": lcs > 0.6, "rephrase": rephrase,
-                "identity": identity, "gate": shipped, "band": band, "top": top[:, : gate.judge_top_k]}
+                "identity": identity, "gate": shipped, "band": band, "top": items[:, : gate.judge_top_k]}
 
 
 def near_duplicates(scorer: Scorer, train: list[str]) -> np.ndarray:
     """Train questions whose masked words have an LCS ratio >= 0.8 with some test item (of the 5 retrieved)."""
     index = scorer.index
     raw = tokenize_batch(train)
-    tokens = mask_tokens(raw, index.inside(raw))
+    tokens = index.masked_of(raw)
     top = np.argsort(-index.scores(tokenize_batch(train)), axis=1)[:, :RETRIEVED]
     return np.array([max(lcs_ratio(row_words(tokens, r), row_words(index.masked, int(i))) for i in top[r]) >= 0.8
                      for r in range(len(train))])

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from datafactory.quality.decontam import Decontaminator, EvalSpec, eval_set_path, load_eval_set
-from datafactory.quality.decontam_score import THRESHOLD, RephraseIndex
+from datafactory.quality.decontam_score import RephraseIndex
+from datafactory.quality.decontam_verify import THRESHOLD, Shapes, features, floor, row_shapes, verdict_scores
 from datafactory.quality.gate import FieldSpec, Reject, field_names, field_texts, value_text
 from datafactory.quality.normalize import TokenBatch, tokenize_batch, tokens_for
 from datafactory.record import Record
@@ -40,7 +41,7 @@ METHODS = ("ngram", "rephrase", "identity")
 # to — a rewording that kept the quantities and the cast. Jaccard of the two sets, with a few shared at least
 IDENTITY_JACCARD = 0.6
 IDENTITY_SHARED = 3
-IDENTITY_FLOOR = 0.14  # rephrase score from which a text's nearest items are compared this way
+IDENTITY_FLOOR = 0.45  # rephrase verdict score from which a text's two nearest items are compared this way
 SHOWN_CHARS = 80  # start of the eval item's text quoted in a reject
 NEAREST_HELD = 4096  # kept records whose judge candidates wait for acheck
 
@@ -54,7 +55,7 @@ class DecontamGate:
     def __init__(self, fields: FieldSpec = ("question",), eval_sets: Sequence[EvalSpec] = ("gsm8k",),
                  text_field: str = "question", *, ngram: int = 13, methods: Sequence[str] = METHODS,
                  threshold: float = THRESHOLD, inputs: Sequence[str] = (), judge: bool = False,
-                 judge_above: float = 0.15, judge_top_k: int = 2) -> None:
+                 judge_above: float = 0.50, judge_top_k: int = 2) -> None:
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(methods)}")
@@ -77,6 +78,10 @@ class DecontamGate:
         self.exact = Decontaminator(ngram=ngram, fields=self.fields, eval_sets=())
         self.exact.add_items(zip(self.ids, self.texts, strict=True))
         self.index = RephraseIndex(self.texts) if {"rephrase", "identity"} & set(self.methods) or judge else None
+        if self.index is not None:
+            raw = tokenize_batch(self.texts)
+            self.shapes = Shapes(raw, self.index.masked_counts(raw), self.texts)
+        self.floor = floor(threshold)
         # the stats.json block, kept current: per eval set its rejects by stage ("output"/"input") and
         # method; the judge's requests and answers
         sizes = Counter(self._set_of)
@@ -114,16 +119,16 @@ class DecontamGate:
             return [None] * len(sources)
         texts = ["\n".join(value_text(source.get(name)) for name in self.inputs) for source in sources]
         # tokenised on their own: the shared last-batch tokens (tokens_for) stay those of the output gates
-        return self.check_tokens(tokenize_batch(texts), stage="input")
+        return self.check_tokens(tokenize_batch(texts), texts, stage="input")
 
     def check_texts(self, texts: Sequence[str], stage: str = "output") -> list[Reject | None]:
         """Judge any texts the way ``check_batch`` judges records' fields."""
-        return self.check_tokens(tokens_for(texts), stage, texts if self.judge_enabled else None)
+        return self.check_tokens(tokens_for(texts), texts, stage)
 
-    def check_tokens(self, tokens: TokenBatch, stage: str = "output",
-                     texts: Sequence[str] | None = None) -> list[Reject | None]:
-        """Per row of ``tokens``: the ``ngram`` verdict, else the ``rephrase`` one (``stage`` is counted).
-        With ``texts`` (the judge is on), each kept row's judge candidates are remembered for ``acheck``."""
+    def check_tokens(self, tokens: TokenBatch, texts: Sequence[str], stage: str = "output") -> list[Reject | None]:
+        """Per row of ``tokens`` (the normalised ``texts``): the ``ngram`` verdict, else the ``rephrase`` one,
+        else ``identity`` (``stage`` is counted). With the judge on, each kept row's judge candidates are
+        remembered for ``acheck``."""
         n = len(tokens)
         out: list[Reject | None] = [None] * n
         if not n or not self.ids:
@@ -139,9 +144,11 @@ class DecontamGate:
         if not len(rest):
             return out
         part = tokens.select(rest) if len(rest) < n else tokens
-        top = max(self.judge_top_k if texts is not None else 1, 2 if "identity" in self.methods else 1)
-        items, scores = index.best(part, top)
-        if texts is not None and len(self._nearest) > NEAREST_HELD:
+        part_texts = [texts[r] for r in rest.tolist()]
+        top = max(self.judge_top_k if self.judge_enabled else 2, 2)
+        items, first = index.best(part, top)
+        scores = self.verify(part, part_texts, items, first)
+        if self.judge_enabled and len(self._nearest) > NEAREST_HELD:
             self._nearest.clear()  # records not judged after all (rejected by a later gate)
         same: dict[int, tuple[int, int, float]] = {}
         if "identity" in self.methods:
@@ -160,9 +167,26 @@ class DecontamGate:
             if j in same:
                 item, count, jac = same[j]
                 out[row] = self._reject(item, "identity", jac, stage, f" ({count} names/numbers in common)")
-            if out[row] is None and texts is not None:
+            if out[row] is None and self.judge_enabled:
                 self._nearest[texts[row]] = [(int(i), float(s)) for i, s in zip(items[j, :self.judge_top_k],
                                              scores[j, :self.judge_top_k], strict=True) if s >= self.judge_above]
+        return out
+
+    def verify(self, tokens: TokenBatch, texts: Sequence[str], items: np.ndarray,
+               first: np.ndarray) -> np.ndarray:
+        """The rephrase verdict scores (:mod:`decontam_verify`) of each row's candidate ``items`` (best first,
+        two or more) from their first-stage scores ``first``, re-sorted best first along with ``items``
+        (in place). Rows whose best first-stage score is under the floor score 0 without further work."""
+        out = np.zeros(first.shape, np.float64)
+        rows = np.flatnonzero(first[:, 0] >= self.floor)
+        if not len(rows) or first.shape[1] < 2:
+            return out
+        assert self.index is not None
+        mine = row_shapes(tokens, self.index.masked_counts(tokens), texts, rows)
+        out[rows] = verdict_scores(features(self.shapes, mine, items[rows], first[rows]))
+        order = np.argsort(-out[rows], axis=1, kind="stable")
+        items[rows] = np.take_along_axis(items[rows], order, axis=1)
+        out[rows] = np.take_along_axis(out[rows], order, axis=1)
         return out
 
     def candidates(self, text: str) -> list[tuple[int, float]]:
@@ -172,15 +196,11 @@ class DecontamGate:
         held = self._nearest.pop(text, None)
         if held is not None:
             return held
-        items, scores = self.index.best(tokenize_batch([text]), self.judge_top_k)
-        return list(zip(items[0].tolist(), scores[0].tolist(), strict=True))
-
-    def score_tokens(self, tokens: TokenBatch) -> tuple[list[int], list[float]]:
-        """Best item and rephrase score per row (for the benchmark and the judge)."""
-        if self.index is None:
-            raise ValueError("the rephrase method is off")
-        items, scores = self.index.best(tokens)
-        return items[:, 0].tolist(), scores[:, 0].tolist()
+        tokens = tokenize_batch([text])
+        items, first = self.index.best(tokens, max(self.judge_top_k, 2))
+        scores = self.verify(tokens, [text], items, first)
+        k = self.judge_top_k
+        return list(zip(items[0, :k].tolist(), scores[0, :k].tolist(), strict=True))
 
     async def acheck(self, record: Record, ask: Any) -> Reject | None:
         """The LLM judge for a record the batch methods kept (off unless ``judge``)."""

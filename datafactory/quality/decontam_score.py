@@ -22,26 +22,38 @@ import numpy as np
 import numpy.typing as npt
 
 from datafactory.quality.decontam_index import GramIndex, KeyTable, WordIndex, mask_tokens, ordinary_words
+from datafactory.quality.decontam_synonyms import synonym_map
 from datafactory.quality.normalize import I64, U64, TokenBatch, mix64, tokenize_batch
 from datafactory.quality.shingle import WordRuns
 
 FEATURES = ("c3", "c2", "c1", "names", "r2", "r1")
-WEIGHTS = (0.2304, -0.0081, 0.0949, 0.1036, 0.4017, 0.1693)
+WEIGHTS = (0.5007, -0.05, 0.0652, 0.1159, 0.2631, 0.0552)
 THRESHOLD = 0.252
 MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
+
+
+class CanonBatch(TokenBatch):
+    """A token batch whose words are already synonym class words (so :meth:`RephraseIndex.canon` is a no-op)."""
+
+    __slots__ = ()
+    canonical = True
 
 
 class RephraseIndex:
     """Scores texts against eval items by the rephrase score; one pass of matrix work per batch."""
 
-    def __init__(self, texts: Sequence[str], weights: Sequence[float] = WEIGHTS) -> None:
+    def __init__(self, texts: Sequence[str], weights: Sequence[float] = WEIGHTS, synonyms: bool = True) -> None:
         if len(weights) != len(FEATURES):
             raise ValueError(f"one weight per feature {FEATURES}, got {len(weights)}")
         self.weights = tuple(float(w) for w in weights)
         self.items = len(texts)
+        self.synonyms = synonym_map() if synonyms else None
+        self._canon_last: tuple[TokenBatch, TokenBatch] | None = None
         self.ordinary = ordinary_words(texts)
+        if self.synonyms is not None:  # a word is ordinary when its class is
+            self.ordinary = np.unique(self.synonyms.map(self.ordinary))
         self._ordinary = KeyTable(self.ordinary)
-        raw = tokenize_batch(list(texts))
+        raw = self.canon(tokenize_batch(list(texts)))
         self.masked = mask_tokens(raw, self.inside(raw))  # the items' masked words (for lcs_ratio)
         self.c3, self.c2 = GramIndex(3, max_df=0.02), GramIndex(2, max_df=0.02)
         self.c3.build(self.masked)
@@ -58,6 +70,23 @@ class RephraseIndex:
         self._known_key = np.where(held, at, -1)
         self._last: tuple[TokenBatch, tuple[npt.NDArray[np.bool_], I64]] | None = None
         self._build_identity(raw)  # each item's names, numbers and rare words
+
+    def canon(self, tokens: TokenBatch) -> TokenBatch:
+        """``tokens`` with each word read as its synonym class word (:mod:`decontam_synonyms`); every public
+        method takes normalised tokens and calls this first. The last batch's answer is kept."""
+        if self.synonyms is None or getattr(tokens, "canonical", False):
+            return tokens
+        last = self._canon_last
+        if last is not None and (last[0] is tokens or last[1] is tokens):
+            return last[1]
+        out = CanonBatch(tokens.text, tokens.text_offsets, self.synonyms.map(tokens.word_hashes), tokens.word_offsets)
+        self._canon_last = (tokens, out)
+        return out
+
+    def masked_of(self, tokens: TokenBatch) -> TokenBatch:
+        """``tokens`` as the index reads them: synonym classes, names, numbers and rare words masked."""
+        tokens = self.canon(tokens)
+        return mask_tokens(tokens, self.inside(tokens))
 
     def lookup(self, tokens: TokenBatch) -> tuple[npt.NDArray[np.bool_], I64]:
         """Per word of ``tokens``: ordinary (kept by the mask)? and its key in the word index (-1: none).
@@ -79,7 +108,7 @@ class RephraseIndex:
 
     def inside(self, tokens: TokenBatch) -> npt.NDArray[np.bool_]:
         """Which words of ``tokens`` are ordinary (kept by the mask)."""
-        return self._ordinary.find(tokens.word_hashes) >= 0
+        return self._ordinary.find(self.canon(tokens).word_hashes) >= 0
 
     def _oov_words(self, tokens: TokenBatch, rows: I64) -> tuple[I64, U64]:
         """The distinct (row, word) pairs of ``rows`` whose word is not ordinary (names, numbers, rare words)."""
@@ -92,6 +121,13 @@ class RephraseIndex:
         first = np.concatenate((r[:1] == r[:1], (r[1:] != r[:-1]) | (w[1:] != w[:-1])))
         return r[first], w[first]
 
+    def masked_counts(self, tokens: TokenBatch) -> I64:
+        """Per row: how many of its words the mask hides (names, numbers, rare words)."""
+        tokens = self.canon(tokens)
+        inside = self.lookup(tokens)[0]
+        row_of = np.repeat(np.arange(len(tokens)), tokens.word_counts())
+        return np.bincount(row_of[~inside], minlength=len(tokens)).astype(np.int64)
+
     def _build_identity(self, raw: TokenBatch) -> None:
         rows, words = self._oov_words(raw, np.arange(len(raw)))
         self._item_words = KeyTable(np.unique(_salted(words, rows)))
@@ -101,6 +137,7 @@ class RephraseIndex:
         """For ``rows`` of ``tokens`` and their ``candidates`` (items, one row of them each): how many names,
         numbers and rare words row and item share, and the Jaccard of the two sets."""
         shared = np.zeros(candidates.shape, np.int64)
+        tokens = self.canon(tokens)
         if not len(rows):
             return shared, np.zeros(candidates.shape, np.float64)
         r, w = self._oov_words(tokens, rows)
@@ -118,6 +155,7 @@ class RephraseIndex:
 
     def parts(self, tokens: TokenBatch) -> list[npt.NDArray[np.float32]]:
         """The features, in ``FEATURES`` order, each a (rows, items) matrix."""
+        tokens = self.canon(tokens)
         masked = mask_tokens(tokens, self.inside(tokens))
         c3 = self.c3.dense(masked)
         c2, r2 = self.c2.dense_both(masked)
@@ -132,6 +170,7 @@ class RephraseIndex:
         """(rows, items) rephrase scores of each row of ``tokens`` (normalised words) against each item:
         ``features(tokens) @ weights``, every term summed by one ``bincount`` over the postings."""
         out = np.zeros((len(tokens), self.items), np.float32)
+        tokens = self.canon(tokens)
         step = max(1, MAX_CELLS // max(self.items, 1))
         for lo in range(0, len(tokens), step):
             part = tokens if step >= len(tokens) else tokens.select(np.arange(lo, min(lo + step, len(tokens))))
