@@ -11,17 +11,19 @@ written from templates); rejecting those is right, so the false-positive rate is
 questions and over the ones that are not such near-duplicates (masked word LCS ratio < 0.8 against
 every test item, a criterion independent of the gate's score), with their count.
 
-The rephrase weights (``decontam_index.WEIGHTS``) were fitted on even-numbered test and train rows
-(``--fit`` refits and prints them; needs scikit-learn); the table reports odd-numbered rows only, so
-every number is on rows the fit did not see.
+The rephrase weights and threshold (``decontam_score.WEIGHTS``, ``decontam_verify.WEIGHTS`` and
+``THRESHOLD``) were fitted on even-numbered test and train rows (``--fit`` refits and prints them; needs
+scikit-learn); the table reports odd-numbered rows only, so every number is on rows the fit did not see.
+The synonym classes (``datafactory/data/decontam/synonyms.txt``) come from WordNet, not from the
+transformations' synonym table (which they share 32 of 87 substitutions with).
 
 Methods: ``ngram13`` (a shared normalised 13-word run: the gate before issue 14), ``c8`` (masked word
 8-gram containment >= 0.5), ``minhash`` (MinHash Jaccard of masked word 3-grams, 128 permutations, >= 0.5,
 against the 5 items the index retrieves), ``lcs`` (masked word LCS ratio > 0.6, Qwen2.5-Math's rule,
-against the same 5), ``rephrase`` (score >= its threshold), ``identity`` (the names, numbers and rare words of
-one of the 2 nearest items: Jaccard >= 0.6, 3 or more shared) and ``gate`` (what ships: all three, through
-the gate's own ``check_tokens``). Last, 12 hand-written rephrasings in the style of a "rephrase this question"
-prompt (``benchmarks/decontam_rewrites.py``).
+against the same 5), ``rephrase`` (the two-stage verdict score >= its threshold), ``identity`` (the names,
+numbers and rare words of one of the 2 nearest items: Jaccard >= 0.6, 3 or more shared) and ``gate`` (what
+ships: all three, through the gate's own ``check_tokens``). Last, 12 hand-written rephrasings in the style of a
+"rephrase this question" prompt (``benchmarks/decontam_rewrites.py``).
 The last two columns are for the optional LLM judge: the recall a judge that is always right would
 reach (kept positives scoring in ``[judge_above, threshold)`` whose own item is among the judge's
 candidates), and its load: judge requests per clean negative record (at most ``judge_top_k`` each).

@@ -4,11 +4,15 @@ and (before any request) on the input.
 Three methods, cheapest verdict first, all over one tokenisation shared with the dedup gates:
 
 * ``ngram``: a normalised word ``ngram`` (13) shared with an eval item (:class:`Decontaminator`);
-* ``rephrase``: the rephrase score of :class:`~datafactory.quality.decontam_score.RephraseIndex` —
-  masked word 3/2/1-gram containment plus the item's names and numbers, which a reordered,
-  renamed, renumbered or synonym-swapped copy keeps — at or above ``threshold``;
+* ``rephrase``, in two stages: the rephrase score of :class:`~datafactory.quality.decontam_score.RephraseIndex`
+  (words read as their WordNet synonym class, names/numbers/rare words masked, 3/2/1-gram containment plus
+  the item's names and numbers: what a reordered, renamed, renumbered or reworded copy keeps) ranks every
+  eval item; then the two best are checked for the same *shape* (words, digit words, sentences, and how far
+  the best stands out: :mod:`~datafactory.quality.decontam_verify`); a verdict score at or above
+  ``threshold`` rejects;
 * ``identity``: the text's names, numbers and rare words are (nearly) those of one of its two nearest
-  items (Jaccard >= 0.6, 3 or more shared) — a free rewording that kept the quantities and the cast.
+  items (Jaccard >= 0.6, 3 or more shared, verdict score >= 0.45) — a free rewording that kept the
+  quantities and the cast.
 
 A reject is reason ``contaminated`` with the eval item, the method and its score in the detail:
 ``gsm8k-test:222 rephrase 0.93: "Andy plants 90 geraniums and 40 fewer petunias that geraniums. ..."``.

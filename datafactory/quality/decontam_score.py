@@ -1,7 +1,8 @@
 """The rephrase score: how likely a text is a rephrasing of an eval item, for every (text, item) pair.
 
-Features (each in [0, 1], from :mod:`datafactory.quality.decontam_index`, words masked so that names and
-numbers do not count as wording):
+Features (each in [0, 1], from :mod:`datafactory.quality.decontam_index`, every word read as its WordNet
+synonym class first (:mod:`datafactory.quality.decontam_synonyms`) and masked so that names and numbers do
+not count as wording):
 
 * ``c3``, ``c2``, ``c1``: idf-weighted containment of the item's masked word 3-, 2- and 1-grams in the text;
 * ``names``: containment of the item's own names, numbers and rare words (what a rewording keeps);
@@ -10,8 +11,8 @@ numbers do not count as wording):
 
 The score is their weighted sum. The weights come from a class-balanced logistic regression
 (``benchmarks/decontam.py --fit``) on GSM8K: test questions rephrased seven ways (positives) against train
-questions rephrased the same ways (negatives), even-numbered rows only; the default threshold is the
-score with 1% false positives on those negatives.
+questions rephrased the same ways (negatives), even-numbered rows only. The score ranks the eval items;
+the verdict on the two best is :mod:`datafactory.quality.decontam_verify`'s.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class RephraseIndex:
         self.items = len(texts)
         self.synonyms = synonym_map() if synonyms else None
         self._canon_last: tuple[TokenBatch, TokenBatch] | None = None
+        self._resolve: KeyTable | None = None  # set once the index is built
         self.ordinary = ordinary_words(texts)
         if self.synonyms is not None:  # a word is ordinary when its class is
             self.ordinary = np.unique(self.synonyms.map(self.ordinary))
@@ -70,6 +72,18 @@ class RephraseIndex:
         self._known_key = np.where(held, at, -1)
         self._last: tuple[TokenBatch, tuple[npt.NDArray[np.bool_], I64]] | None = None
         self._build_identity(raw)  # each item's names, numbers and rare words
+        w3, w2, w1, wn, _, wr1 = self.weights  # what each posting adds to its cell's score
+        self._post3, self._post2 = w3 * self.c3.post_share, w2 * self.c2.post_share
+        self._post1 = w1 * self.words.share_ord + wn * self.words.share_name
+        self._post1_count = wr1 * self.words.post_count
+        if self.synonyms is not None:
+            # one look-up per word of a batch for all three answers: its class word, ordinary?, word-index key
+            words = np.union1d(self.synonyms.forms, known)
+            self._resolve_class = self.synonyms.map(words)
+            at = self._known.find(self._resolve_class)
+            self._resolve_inside = (at >= 0) & self._known_ordinary[np.maximum(at, 0)]
+            self._resolve_key = np.where(at >= 0, self._known_key[np.maximum(at, 0)], -1)
+            self._resolve = KeyTable(words)
 
     def canon(self, tokens: TokenBatch) -> TokenBatch:
         """``tokens`` with each word read as its synonym class word (:mod:`decontam_synonyms`); every public
@@ -79,7 +93,16 @@ class RephraseIndex:
         last = self._canon_last
         if last is not None and (last[0] is tokens or last[1] is tokens):
             return last[1]
-        out = CanonBatch(tokens.text, tokens.text_offsets, self.synonyms.map(tokens.word_hashes), tokens.word_offsets)
+        if self._resolve is None:  # building the index
+            words = self.synonyms.map(tokens.word_hashes)
+        else:
+            at = self._resolve.find(tokens.word_hashes)
+            hit, at = at >= 0, np.maximum(at, 0)
+            words = np.where(hit, self._resolve_class[at], tokens.word_hashes)
+            found = (hit & self._resolve_inside[at], np.where(hit, self._resolve_key[at], -1))
+        out = CanonBatch(tokens.text, tokens.text_offsets, words, tokens.word_offsets)
+        if self._resolve is not None:
+            self._last = (out, found)
         self._canon_last = (tokens, out)
         return out
 
@@ -108,6 +131,8 @@ class RephraseIndex:
 
     def inside(self, tokens: TokenBatch) -> npt.NDArray[np.bool_]:
         """Which words of ``tokens`` are ordinary (kept by the mask)."""
+        if self._resolve is not None:
+            return self.lookup(self.canon(tokens))[0]
         return self._ordinary.find(self.canon(tokens).word_hashes) >= 0
 
     def _oov_words(self, tokens: TokenBatch, rows: I64) -> tuple[I64, U64]:
@@ -169,16 +194,18 @@ class RephraseIndex:
     def scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
         """(rows, items) rephrase scores of each row of ``tokens`` (normalised words) against each item:
         ``features(tokens) @ weights``, every term summed by one ``bincount`` over the postings."""
-        out = np.zeros((len(tokens), self.items), np.float32)
         tokens = self.canon(tokens)
         step = max(1, MAX_CELLS // max(self.items, 1))
+        if step >= len(tokens):
+            return self._scores(tokens)
+        out = np.zeros((len(tokens), self.items), np.float32)
         for lo in range(0, len(tokens), step):
             part = tokens if step >= len(tokens) else tokens.select(np.arange(lo, min(lo + step, len(tokens))))
             out[lo : lo + len(part)] = self._scores(part)
         return out
 
     def _scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
-        w3, w2, w1, wn, wr2, wr1 = self.weights
+        _, _, _, _, wr2, wr1 = self.weights
         rows_n, cells = len(tokens), len(tokens) * self.items
         inside, word_keys = self.lookup(tokens)
         masked = mask_tokens(tokens, inside)
@@ -188,16 +215,15 @@ class RephraseIndex:
         p3, f3, _ = self.c3.postings(masked, runs)
         if p3 is not None:
             pairs.append(p3)
-            weights.append(w3 * self.c3.post_share[f3])
+            weights.append(self._post3[f3])
         p2, f2, r2 = self.c2.postings(masked, runs)
         if p2 is not None:
             pairs.append(p2)
-            weights.append(w2 * self.c2.post_share[f2] + wr2 / np.maximum(counts - 1, 1)[r2])
+            weights.append(self._post2[f2] + wr2 / np.maximum(counts - 1, 1)[r2])
         p1, f1, r1 = self.words.grams.postings(tokens, at=word_keys)
         if p1 is not None:
             pairs.append(p1)
-            weights.append(w1 * self.words.share_ord[f1] + wn * self.words.share_name[f1]
-                           + wr1 * self.words.post_count[f1] / np.maximum(counts, 1)[r1])
+            weights.append(self._post1[f1] + self._post1_count[f1] / np.maximum(counts, 1)[r1])
         if not pairs:
             return np.zeros((rows_n, self.items), np.float32)
         linear = np.bincount(np.concatenate(pairs), weights=np.concatenate(weights), minlength=cells)

@@ -40,6 +40,7 @@ class SynonymMap:
         else:
             form_hashes = head_hashes = np.zeros(0, np.uint64)
         keys, first = np.unique(form_hashes, return_index=True)
+        self.forms: U64 = keys  # the table's words, sorted
         self.table = KeyTable(keys)
         self.heads: U64 = head_hashes[first]
         self.size = len(keys)
