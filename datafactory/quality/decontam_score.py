@@ -29,7 +29,6 @@ from datafactory.quality.shingle import WordRuns
 
 FEATURES = ("c3", "c2", "c1", "names", "r2", "r1")
 WEIGHTS = (0.5007, -0.05, 0.0652, 0.1159, 0.2631, 0.0552)
-THRESHOLD = 0.252
 MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
 
 
