@@ -178,12 +178,12 @@ class DecontamGate:
 
     def verify(self, tokens: TokenBatch, texts: Sequence[str], items: np.ndarray,
                first: np.ndarray) -> np.ndarray:
-        """The rephrase verdict scores (:mod:`decontam_verify`) of each row's candidate ``items`` (best first,
-        two or more) from their first-stage scores ``first``, re-sorted best first along with ``items``
+        """The rephrase verdict scores (:mod:`decontam_verify`) of each row's candidate ``items`` (best first)
+        from their first-stage scores ``first``, re-sorted best first along with ``items``
         (in place). Rows whose best first-stage score is under the floor score 0 without further work."""
         out = np.zeros(first.shape, np.float64)
         rows = np.flatnonzero(first[:, 0] >= self.floor)
-        if not len(rows) or first.shape[1] < 2:
+        if not len(rows):
             return out
         assert self.index is not None
         mine = row_shapes(tokens, self.index.masked_counts(tokens), texts, rows)

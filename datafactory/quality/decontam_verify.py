@@ -83,9 +83,11 @@ def ratio(a: Matrix, b: Matrix) -> Matrix:
 
 def features(shapes: Shapes, mine: Matrix, items: I64, scores: npt.NDArray[np.float32]) -> Matrix:
     """(rows, k, FEATURES) for each row's ``k`` candidate ``items`` (best first) with their ``scores``;
-    ``mine``: the rows' counts (:func:`row_shapes`). Needs k >= 2 (the margin is against the best other)."""
+    ``mine``: the rows' counts (:func:`row_shapes`). The margin is against the best other candidate (0 with
+    a single candidate: an eval set of one item)."""
     s = scores.astype(np.float64)
-    best_other = np.where(np.arange(s.shape[1])[None, :] == 0, s[:, 1:2], s[:, :1])
+    runner_up = s[:, 1:2] if s.shape[1] > 1 else np.zeros((len(s), 1))
+    best_other = np.where(np.arange(s.shape[1])[None, :] == 0, runner_up, s[:, :1])
     shape = ratio(mine[:, None, :], shapes.counts[items])
     return np.concatenate([s[:, :, None], shape, (s - best_other)[:, :, None]], axis=2)
 
