@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from datafactory.engine.flow import StepStats, now
 from datafactory.engine.gate_batch import run_batch
 from datafactory.engine.outcome import is_rejected, reject
+from datafactory.quality.dedup import fuse
 from datafactory.quality.gate import Gate
 from datafactory.record import Record
 
@@ -40,6 +41,8 @@ class OrderedGates:
     def __init__(self, gates: Sequence[Gate], sink: Sink, counts: StepStats | None = None, *,
                  max_size: int = MAX_SIZE, max_wait_s: float = MAX_WAIT_S, max_held: int = MAX_HELD) -> None:
         self.gates, self.sink, self.counts = list(gates), sink, counts
+        # exact then near dedup on the same field: one pass over one tokenisation (same verdicts)
+        self._run: list[Gate] = fuse(self.gates)  # type: ignore[assignment]
         self.max_size, self.max_wait_s, self.max_held = max_size, max_wait_s, max_held
         self._open: list[int] = []           # heap of rows in flight (lazy deletion via _open_set)
         self._open_set: set[int] = set()
@@ -123,7 +126,7 @@ class OrderedGates:
         self.batches += 1
         t0 = now()
         records = [r for _, outs in batch for r in outs if not is_rejected(r)]
-        verdicts = run_batch(self.gates, records)
+        verdicts = run_batch(self._run, records)
         rejects = 0
         for rec, verdict in zip(records, verdicts, strict=True):
             if verdict is not None:

@@ -24,7 +24,7 @@ from datafactory.quality.minhash import U32, Bool, MinHasher, choose_bands
 from datafactory.quality.normalize import I64, U64, TokenBatch, tokenize_batch, tokens_for
 from datafactory.record import Record
 
-__all__ = ["Dedup", "ExactDedup", "NearDedup", "choose_bands"]
+__all__ = ["Dedup", "ExactDedup", "NearDedup", "choose_bands", "fuse"]
 
 BATCH = 1024  # rows per numpy pass when seeding; large enough to amortise numpy call overhead
 
@@ -41,6 +41,14 @@ class _TokenGate:
     def nbytes(self) -> int:
         """Bytes held for what was kept so far."""
         return self._table.nbytes + self._labels.nbytes
+
+    def memory(self) -> tuple[U64, I64]:
+        """Every key kept so far and the ordinal of the kept row it names (``label(ordinal)``)."""
+        return self._table.items()
+
+    def label(self, ordinal: int) -> str:
+        """The name of kept row ``ordinal``: a record id, or ``input:N`` for a seeded row."""
+        return self._labels[ordinal]
 
     def seed(self, texts: Iterable[str]) -> None:
         """Remember input texts (labelled ``input:N``), so output repeating one is rejected."""
@@ -78,6 +86,11 @@ class ExactDedup(_TokenGate):
 
     name = "exact_dedup"
 
+    def keys(self, tokens: TokenBatch) -> tuple[I64, U64]:
+        """(row, key) of each row with text: what this gate probes its memory with."""
+        rows = np.flatnonzero(np.diff(tokens.text_offsets) > 0)  # empty text is never judged
+        return rows, self._keys(tokens, rows)
+
     def _keys(self, tokens: TokenBatch, rows: I64) -> U64:
         text, offsets = tokens.text, tokens.text_offsets.tolist()
         hashes = (xxhash.xxh3_64_intdigest(text[offsets[i] : offsets[i + 1]]) for i in rows.tolist())
@@ -93,14 +106,14 @@ class ExactDedup(_TokenGate):
         out: list[Reject | None] = [None] * len(tokens)
         rows = np.flatnonzero(np.diff(tokens.text_offsets) > 0)
         keys = self._keys(tokens, rows)
-        stored, slots = self._table.probe(keys)
+        stored = self._table.probe(keys)
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         earlier = first[inverse]
         new = (stored < 0) & (earlier == np.arange(len(rows)))
         for j in np.flatnonzero(~new).tolist():
             by = self._labels[int(stored[j])] if stored[j] >= 0 else labels[int(rows[earlier[j]])]
             out[int(rows[j])] = Reject("duplicate", f"same normalised text as {by}")
-        self._table.place(keys[new], len(self._labels) + np.arange(int(new.sum())), slots[new])
+        self._table.place(keys[new], len(self._labels) + np.arange(int(new.sum())))
         self._labels.extend(labels[i] for i in rows[new].tolist())
         return out
 
@@ -145,6 +158,12 @@ class NearDedup(_TokenGate):
     def _band_keys(self, sig: U32) -> U64:
         return self._hasher.band_keys(sig)
 
+    def keys(self, tokens: TokenBatch) -> tuple[I64, U64]:
+        """(row, its ``bands`` LSH band keys) of each row with words: what this gate probes its memory with."""
+        sig, has = self.signatures(tokens)
+        rows = np.flatnonzero(has)
+        return rows, self._band_keys(sig[rows])
+
     def seed_tokens(self, tokens: TokenBatch, labels: Sequence[str]) -> None:
         sig, has = self.signatures(tokens)
         rows = np.flatnonzero(has)
@@ -159,7 +178,7 @@ class NearDedup(_TokenGate):
         sig, has = self.signatures(tokens)
         rows = np.flatnonzero(has if active is None else has & active)
         keys = self._band_keys(sig[rows])
-        hits, slots = (a.reshape(keys.shape) for a in self._table.probe(keys.ravel()))
+        hits = self._table.probe(keys.ravel()).reshape(keys.shape)
         keep: Bool = ~_shares_a_key(keys) & (hits < 0).all(axis=1)
         # rows that hit the store or share a band key with another row of the batch are settled
         # one by one, in order, so a batch gives exactly what the records checked singly would
@@ -177,10 +196,9 @@ class NearDedup(_TokenGate):
                     continue
                 by = labels[int(rows[match])]
             out[int(rows[j])] = Reject("near_duplicate", f"similar to {by}")
-        # kept rows share no band key with the store or each other, so their keys go straight
-        # into the empty slots the probe found
+        # kept rows share no band key with the store or each other: their keys are all new
         ordinals = np.repeat(len(self._labels) + np.arange(int(keep.sum())), self.bands)
-        self._table.place(keys[keep].ravel(), ordinals, slots[keep].ravel())
+        self._table.place(keys[keep].ravel(), ordinals)
         self._labels.extend(labels[i] for i in rows[keep].tolist())
         return out
 
@@ -229,3 +247,37 @@ class Dedup(_TokenGate):
         fresh = np.fromiter((r is None for r in out), np.bool_, len(out))
         near = self.near.check_tokens(tokens, labels, fresh)
         return [e if e is not None else n for e, n in zip(out, near, strict=True)]
+
+
+class _ExactThenNear:
+    """An ExactDedup and the NearDedup after it on the same fields, as one gate over one tokenisation:
+    the verdicts of running them in turn (the near gate sees only the exact gate's survivors)."""
+
+    def __init__(self, exact: ExactDedup, near: NearDedup) -> None:
+        self.exact, self.near = exact, near
+        self.name, self.fields = f"{exact.name}+{near.name}", exact.fields
+
+    def check(self, record: Record) -> Reject | None:
+        return self.check_batch([record])[0]
+
+    def check_batch(self, records: Sequence[Record]) -> list[Reject | None]:
+        tokens = tokens_for(field_texts(records, self.fields))
+        labels = [r.id for r in records]
+        out = self.exact.check_tokens(tokens, labels)
+        fresh = np.fromiter((r is None for r in out), np.bool_, len(out))
+        near = self.near.check_tokens(tokens, labels, fresh)
+        return [e if e is not None else n for e, n in zip(out, near, strict=True)]
+
+
+def fuse(gates: Sequence[object]) -> list[object]:
+    """``gates`` with each ExactDedup that is directly followed by a NearDedup on the same fields run
+    as one gate (one text extraction, one tokenisation, one call per batch; same verdicts)."""
+    out: list[object] = []
+    for gate in gates:
+        last = out[-1] if out else None
+        if (isinstance(gate, NearDedup) and isinstance(last, ExactDedup) and type(last) is ExactDedup
+                and last.fields == gate.fields):
+            out[-1] = _ExactThenNear(last, gate)
+        else:
+            out.append(gate)
+    return out

@@ -16,6 +16,7 @@ from datafactory.quality.normalize import U64, TokenBatch, mix64
 from datafactory.quality.shingle import shingle_hashes
 
 U32 = npt.NDArray[np.uint32]
+_BAND_BASE = 0x9E3779B97F4A7C15
 Bool = npt.NDArray[np.bool_]
 
 
@@ -45,6 +46,7 @@ class MinHasher:
         randoms = mix64(steps + np.uint64(seed % 2**64))
         self._mult = ((randoms[:num_perm] >> np.uint64(32)).astype(np.uint32) | np.uint32(1))[:, None]
         self._band_salt = randoms[num_perm:]
+        self._band_weights = np.array([pow(_BAND_BASE, rows - 1 - i, 2**64) for i in range(rows)], np.uint64)
 
     def signatures(self, tokens: TokenBatch) -> tuple[U32, Bool]:
         """MinHash signature per row (all 0xFFFFFFFF for rows without words) and which rows have one."""
@@ -68,9 +70,10 @@ class MinHasher:
         return sig, counts > 0
 
     def band_keys(self, sig: U32) -> U64:
-        """(rows, bands) keys, never 0 (the hash table's empty mark)."""
+        """(rows, bands) keys, never 0 (the hash table's empty mark): per band the polynomial
+        sum_i v_i * C**(rows-1-i) mod 2**64 of its values, finalised. One integer matmul computes
+        every band's polynomial (numpy's uint64 products and sums wrap mod 2**64), where a loop over
+        the band's rows took 2 numpy calls a row."""
         bands = sig[:, : self.bands * self.rows].reshape(len(sig), self.bands, self.rows)
-        acc = np.zeros((len(sig), self.bands), np.uint64)
-        for r in range(self.rows):
-            acc = acc * np.uint64(0x9E3779B97F4A7C15) + bands[:, :, r]
+        acc = bands.astype(np.uint64) @ self._band_weights
         return np.maximum(mix64(acc ^ self._band_salt), np.uint64(1))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import re
 import string
-import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -209,34 +208,14 @@ def tokenize_batch(texts: Sequence[str]) -> TokenBatch:
     return TokenBatch(np.compress(keep, buf[:size]).tobytes(), text_offsets, hashes, word_offsets)
 
 
-class _LastBatch(threading.local):
-    """The last batch :func:`tokens_for` tokenised, per thread, with each text's row."""
-
-    def __init__(self) -> None:  # runs once in each thread that touches it
-        self.rows: dict[str, int] = {}
-        self.tokens: TokenBatch | None = None
-
-
-_LAST = _LastBatch()
-
-
 def tokens_for(texts: Sequence[str]) -> TokenBatch:
-    """``tokenize_batch(texts)``, reusing the previous call's work when every text was in it.
+    """``tokenize_batch(texts)``, reusing the tokens of texts tokenised lately (by any gate).
 
-    The engine runs its gates one after another over a micro-batch, each on the survivors of the
-    one before, and decontamination, exact and near dedup usually read the same field: the first
-    gate tokenises the batch and the others select their rows from it, which is what makes the
-    three cost about one tokenisation. Tokens depend only on a text's content, so selecting rows
-    gives exactly what tokenising them again would.
+    Decontamination, exact and near dedup usually read the same field: the first gate that sees a
+    text tokenises it and the others gather its tokens (:mod:`datafactory.quality.token_cache`), which
+    is what makes the three cost about one tokenisation, on the engine path too, where the dedup gates
+    see the records in other batches (input order) than decontamination (arrival order).
     """
-    last = _LAST
-    if last.tokens is not None and texts:
-        rows = last.rows
-        picked = [rows.get(text, -1) for text in texts]
-        if min(picked) >= 0:
-            if len(picked) == len(last.tokens) and picked == list(range(len(picked))):
-                return last.tokens
-            return last.tokens.select(np.array(picked, np.int64))
-    tokens = tokenize_batch(texts)
-    last.tokens, last.rows = tokens, {text: i for i, text in enumerate(texts)}
-    return tokens
+    from datafactory.quality.token_cache import recent_tokens
+
+    return recent_tokens(texts)
