@@ -194,6 +194,30 @@ class GramIndex:
         return forward, count / per_row[:, None]
 
 
+class MergedGrams(GramIndex):
+    """Several built :class:`GramIndex` (n-gram sizes) read as one: one key look-up, one (row, gram)
+    de-duplication and one posting expansion per batch for all of them. ``first_of[i]``: where index
+    ``i``'s postings start in the merged posting arrays."""
+
+    def __init__(self, parts: Sequence[GramIndex]) -> None:
+        super().__init__(0)
+        self.parts = list(parts)
+        self.keys = np.concatenate([p.keys for p in parts])
+        offsets, self.first_of = [np.zeros(1, np.int64)], []
+        for p in parts:
+            self.first_of.append(int(offsets[-1][-1]))
+            offsets.append(p.offsets[1:] + offsets[-1][-1])
+        self.offsets = np.concatenate(offsets)
+        self.items = np.concatenate([p.items for p in parts])
+        self.sizes = parts[0].sizes if parts else np.zeros(0, np.float64)
+        self.table = KeyTable(self.keys)
+
+    def _grams(self, tokens: TokenBatch, runs: WordRuns | None = None) -> tuple[U64, I64]:
+        runs = runs or WordRuns(tokens)
+        pieces = [p._grams(tokens, runs) for p in self.parts]
+        return np.concatenate([g for g, _ in pieces]), np.concatenate([r for _, r in pieces])
+
+
 def word_lcs(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common subsequence of two word sequences (bit-parallel, Hyyrö 2004)."""
     if len(a) < len(b):

@@ -22,7 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from datafactory.quality.decontam_index import GramIndex, KeyTable, WordIndex, mask_tokens, ordinary_words
+from datafactory.quality.decontam_index import (
+    GramIndex,
+    KeyTable,
+    MergedGrams,
+    WordIndex,
+    mask_tokens,
+    ordinary_words,
+)
 from datafactory.quality.decontam_synonyms import synonym_map
 from datafactory.quality.normalize import I64, U64, TokenBatch, mix64, tokenize_batch
 from datafactory.quality.shingle import WordRuns
@@ -72,7 +79,10 @@ class RephraseIndex:
         self._last: tuple[TokenBatch, tuple[npt.NDArray[np.bool_], I64]] | None = None
         self._build_identity(raw)  # each item's names, numbers and rare words
         w3, w2, w1, wn, _, wr1 = self.weights  # what each posting adds to its cell's score
-        self._post3, self._post2 = w3 * self.c3.post_share, w2 * self.c2.post_share
+        # the 3- and 2-gram postings of a batch found in one pass; a 2-gram posting also adds to ``r2``
+        self._grams23 = MergedGrams([self.c3, self.c2])
+        self._post23 = np.concatenate([w3 * self.c3.post_share, w2 * self.c2.post_share])
+        self._is2 = np.arange(len(self._post23)) >= self._grams23.first_of[1]
         self._post1 = w1 * self.words.share_ord + wn * self.words.share_name
         self._post1_count = wr1 * self.words.post_count
         if self.synonyms is not None:
@@ -211,14 +221,10 @@ class RephraseIndex:
         runs = WordRuns(masked)
         counts = tokens.word_counts()
         pairs, weights = [], []
-        p3, f3, _ = self.c3.postings(masked, runs)
-        if p3 is not None:
-            pairs.append(p3)
-            weights.append(self._post3[f3])
-        p2, f2, r2 = self.c2.postings(masked, runs)
-        if p2 is not None:
-            pairs.append(p2)
-            weights.append(self._post2[f2] + wr2 / np.maximum(counts - 1, 1)[r2])
+        p23, f23, r23 = self._grams23.postings(masked, runs)
+        if p23 is not None:
+            pairs.append(p23)
+            weights.append(self._post23[f23] + np.where(self._is2[f23], wr2 / np.maximum(counts - 1, 1)[r23], 0.0))
         p1, f1, r1 = self.words.grams.postings(tokens, at=word_keys)
         if p1 is not None:
             pairs.append(p1)
