@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_ray_engine import ray_cluster  # noqa: F401 — the module's local Ray
 
-from datafactory.errors import ConfigError
+from datafactory.errors import BudgetExhausted, ConfigError
 
 WORDS = [f"{chr(97 + i)}word{chr(122 - i)}" for i in range(26)]
 
@@ -89,3 +89,82 @@ def test_an_unknown_ray_dedup_is_refused_before_anything_runs(make_project):
     with pytest.raises(ConfigError, match="ray dedup"):
         proj.augment(engine="ray", ray_dedup="spark")
     assert not (proj.run_dir / "stats.json").exists()
+
+
+# $1 per 1k tokens: one loopback request costs ≈ $0.1, its worst case (max_tokens 256) ≈ $0.33
+PRICING = {"input_per_1m": 1000.0, "output_per_1m": 1000.0}
+
+
+def test_the_cost_limit_holds_for_all_workers_together_and_a_higher_one_finishes(ray_cluster, make_project,  # noqa: F811
+                                                                                server):
+    server.latency_s = 0.2                              # many requests in flight on both workers at once
+    proj = make_project(rows=60, pricing=PRICING, limits={"concurrency": 16})
+    with pytest.raises(BudgetExhausted) as info:
+        proj.augment(engine="ray", workers=2, max_cost=1.5)
+    assert info.value.stats.spent_usd <= 1.5 and proj.stats()["stopped"] == "BudgetExhausted"
+    assert 0 < server.requests <= 15                    # a budget per worker would let ~30 through
+    assert proj.stats()["ray"]["limiter"]["refused_by_budget"] >= 1
+    sent = server.requests
+    stats = proj.augment(engine="ray", workers=2, max_cost=100)
+    proj.assert_accounted()
+    assert server.requests == 60 and stats.requests_sent == 60 - sent   # nothing paid for twice
+    assert stats.spent_usd == pytest.approx(proj.stats()["estimated_cost_usd"], rel=0.01) or stats.spent_usd > 5
+
+
+def test_batch_mode_on_ray_is_refused_up_front_and_says_to_use_the_asyncio_engine(make_project, server):
+    proj = make_project(rows=3, provider={"mode": "batch"})
+    with pytest.raises(ConfigError) as info:
+        proj.augment(engine="ray")
+    assert "asyncio engine" in str(info.value) and "provider.mode" in str(info.value)
+    assert str(proj.pipeline) in str(info.value)        # names the file
+    assert server.requests == 0 and not (proj.run_dir / "stats.json").exists()
+
+
+def test_the_input_goes_to_ray_in_blocks_without_the_driver_holding_it(ray_cluster, make_project, server):  # noqa: F811
+    import tracemalloc
+
+    pad = "x" * 32_000                                  # 1500 rows × 32 KB: 48 MB of input
+    rows = [{"qid": f"q{i:05d}", "question": f"Sam has {i} apples. How many now?", "answer": "#### 7",
+             "notes": pad} for i in range(1500)]
+    proj = make_project(rows, output={"columns": {"question": "question", "answer": "answer"}})
+    proj.augment(engine="ray", workers=2, limit=4)      # imports and Ray Data's first-use state, not traced
+    tracemalloc.start()
+    try:
+        proj.augment(engine="ray", workers=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    proj.assert_accounted()
+    # holding the input would take 48 MB and more; the in-process loopback server's request log and Ray's
+    # own driver state are most of what is traced
+    assert peak < 20_000_000, peak
+    ray_block = proj.stats()["ray"]
+    assert ray_block["blocks"] >= 8 and ray_block["rows_per_block"] <= 256
+
+
+def test_stats_json_of_a_ray_run_adds_up_every_workers_counters_in_the_asyncio_engines_shape(
+        ray_cluster, make_project, server):  # noqa: F811
+    from datafactory.testing.loopback import Fault
+
+    proj = make_project(rows=24, pricing=PRICING, limits={"concurrency": 4})
+    server.enqueue(Fault(status=429, headers={"Retry-After": "0.2"}, delay_s=0.0))
+    server.enqueue(Fault(status=500, delay_s=0.0))
+    proj.augment(engine="ray", workers=2)
+    on_ray = proj.stats()
+    proj.update(output={"dir": str(proj.run_dir.parent / "asyncio_run")})
+    server.enqueue(Fault(status=429, headers={"Retry-After": "0.2"}, delay_s=0.0))
+    server.enqueue(Fault(status=500, delay_s=0.0))
+    proj.augment()
+    on_asyncio = proj.stats()
+    assert on_ray["engine"] == "ray" and on_ray["workers"] == 2 and on_ray["ray"]["workers_seen"] == 2
+    missing = set(on_asyncio) - set(on_ray) - {"runtime"}  # runtime: the asyncio engine's own event loop
+    assert not missing, missing
+    for key in ("requests_sent", "retries", "rate_limited_429", "tokens", "written", "rejected"):
+        assert on_ray[key] == on_asyncio[key], key
+    assert on_ray["rate_limited_429"] == 1 and on_ray["retries"] == 2 and on_ray["requests_sent"] == 26
+    assert on_ray["estimated_cost_usd"] > 0
+    assert on_ray["estimated_cost_usd"] == pytest.approx(on_asyncio["estimated_cost_usd"])
+    assert set(on_ray["steps"]) >= set(on_asyncio["steps"]) - {"ordered_gates"}
+    for name in ("request", "parse"):
+        assert on_ray["steps"][name]["in"] == on_asyncio["steps"][name]["in"] and on_ray["steps"][name]["seconds"] > 0
+    assert on_ray["structured_output"] == on_asyncio["structured_output"]

@@ -117,4 +117,5 @@ class Collector:
         self.stats.sections["steps"] = ordered
         ray_block = self.stats.sections.setdefault("ray", {})
         ray_block["workers_seen"] = len(self.snapshots)
+        ray_block["nodes_seen"] = len({snap.get("node") for snap in self.snapshots.values()})
         ray_block["rows_without_outcome"] = self.no_outcome

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.breaker import breaker_for
@@ -36,11 +37,12 @@ from datafactory.engine.ray.limiter import RemoteLimits
 from datafactory.engine.ray.responses import open_worker_cache
 from datafactory.engine.requester import Requester
 from datafactory.engine.stats import Stats
-from datafactory.errors import RequestsFailing, RunStopped, UserError
+from datafactory.errors import BudgetExhausted, RequestsFailing, RunStopped, UserError
 from datafactory.providers.registry import create_provider
 from datafactory.record import Record
 from datafactory.secrets import register_secret
 
+REQUEST_SECTIONS = ("structured_output", "endpoints", "adaptive_concurrency")
 COUNTERS = ("requests_sent", "cache_hits", "retries", "rate_limited", "failed_requests", "reasks",
             "prompt_tokens", "completion_tokens")
 
@@ -58,6 +60,8 @@ def halt_info(exc: UserError) -> dict[str, Any]:
     info: dict[str, Any] = {"kind": type(exc).__name__, "message": str(exc)}
     if isinstance(exc, RequestsFailing):
         info.update(failures=exc.failures, hint=exc.hint)
+    if isinstance(exc, BudgetExhausted):
+        info.update(budget_usd=exc.budget_usd, spent_usd=exc.spent_usd)
     return info
 
 
@@ -68,6 +72,7 @@ class RowWorker:
         self.key_parts = key_parts  # the shuffle dedup: this worker computes its records' dedup keys
         self.plan: Plan | None = None
         self.slot, self._lock, self.cache = open_worker_cache(Path(run_dir))
+        self.node = ray.get_runtime_context().get_node_id()
         self.stats = Stats()
         self.version = 0
         self.halted: dict[str, Any] | None = None
@@ -139,7 +144,9 @@ class RowWorker:
         reports = {} if self.processor is None else {
             g.stats_section: copy.deepcopy(g.report) for g in self.processor.gates  # type: ignore[attr-defined]
             if getattr(g, "stats_section", None) is not None}
-        return {"worker": f"{self.slot}:{os.getpid()}", "slot": self.slot, "version": self.version,
+        # the request layer's own stats.json blocks (structured output, endpoints, adaptive concurrency)
+        reports.update({name: copy.deepcopy(s.sections[name]) for name in REQUEST_SECTIONS if name in s.sections})
+        return {"worker": f"{self.slot}:{os.getpid()}", "slot": self.slot, "version": self.version, "node": self.node,
                 "reports": reports,
                 "counters": {name: getattr(s, name) for name in COUNTERS}, "cost_usd": s.cost_usd,
                 "steps": steps, "halted": self.halted}
