@@ -6,6 +6,7 @@ ends (whatever happened), so nothing of the cluster outlives the test."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -65,10 +66,8 @@ def _end(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             continue
         time.sleep(0.5)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # node processes the group leader left behind
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture
