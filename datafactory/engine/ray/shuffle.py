@@ -193,7 +193,7 @@ class ShuffleCollector(Collector):
     def __init__(self, plan: Plan, commits: CommitBatcher, stats: Stats, parts: int) -> None:
         super().__init__([*plan.pre, *plan.dedup], commits, stats)
         self.plan, self.parts = plan, parts
-        self.parked: list[Any] = []
+        self.parked: list[tuple[int, Any]] = []  # (first seq, ref) per output batch
         self.key_refs: list[Any] = []
         self.verdicts: Verdicts | None = None
         self.shuffle_s = 0.0
@@ -202,7 +202,8 @@ class ShuffleCollector(Collector):
         import pyarrow as pa
 
         self.watch(batch)
-        self.parked.append(ray.put({"seq": batch["seq"], "out": batch["out"]}))
+        if len(batch["seq"]):
+            self.parked.append((int(batch["seq"][0]), ray.put({"seq": batch["seq"], "out": batch["out"]})))
         keys = [loads(blob) for blob in batch["keys"] if len(blob)]
         if keys:
             cols = {name: np.concatenate([k[name] for k in keys]) for name in ("g", "key", "ord", "part")}
@@ -218,7 +219,10 @@ class ShuffleCollector(Collector):
         self.key_refs.clear()
         self.shuffle_s = now() - t0
         self.ordered.seconds += self.shuffle_s
-        parked, self.parked = self.parked, []
+        # in input order (the order they arrive in with preserve_order; sorted all the same: a record's
+        # label must be known before a later record's reject names it)
+        parked = [ref for _, ref in sorted(self.parked, key=lambda p: p[0])]
+        self.parked = []
         for i, ref in enumerate(parked):
             chunk = ray.get(ref)
             parked[i] = None  # the object store frees it as soon as it is committed
