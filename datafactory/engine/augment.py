@@ -28,6 +28,8 @@ from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import NoProgress, Progress, auto_progress
 from datafactory.engine.ratelimit import Limits
 from datafactory.engine.requester import Requester, estimate_tokens, expected_completion_tokens
+from datafactory.engine.runloop import loop_name, paced_gc, running_loop_name
+from datafactory.engine.runloop import run as run_loop
 from datafactory.engine.scheduler import Scheduler
 from datafactory.engine.signals import routed
 from datafactory.engine.stats import Stats
@@ -118,16 +120,17 @@ def augment(pipeline: Pipeline | str | Path, *, progress: Progress | None = None
 
         return run_ray(pipeline, overrides, progress or (NoProgress() if quiet else auto_progress()),
                        engine=engine, address=ray_address, workers=workers, dedup=ray_dedup)
+    loop = loop_name()  # uvloop when installed (DATAFACTORY_LOOP: engine/runloop.py)
     pipe, key = _prepare(pipeline, overrides)
     coro = _run(pipe, key, progress or (NoProgress() if quiet else auto_progress()))
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return run_loop(coro, loop)
     # called from inside a running event loop (Jupyter, an async ETL job): run on a private loop in a
     # worker thread rather than failing; ``augment_async`` is the way to await it instead
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="datafactory") as pool:
-        return pool.submit(asyncio.run, coro).result()
+        return pool.submit(run_loop, coro, loop).result()
 
 
 async def augment_async(pipeline: Pipeline | str | Path, *, progress: Progress | None = None,
@@ -166,9 +169,11 @@ async def _run(pipe: Pipeline, api_key: str, progress: Progress, *, handle_signa
         # signals stay ours until the export, stats.json and dataset_info.json are written
         with routed(lambda signum: loop.call_soon_threadsafe(sched.request_stop, signum), enabled=handle_signals):
             progress.start(stats)
+            stats.sections["runtime"] = {"event_loop": running_loop_name()}
             complete = False
             try:
-                await sched.run()
+                with paced_gc():  # the young generations are collected less often (engine/runloop.py)
+                    await sched.run()
                 complete = not stats.interrupted and not stats.rows_deferred  # batch mode: rows wait
             except RunStopped as exc:
                 stats.stopped = type(exc).__name__
