@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from datafactory import constants as C
@@ -22,13 +23,25 @@ from datafactory.engine.put_batch import PutBatcher
 from datafactory.engine.ratelimit import Limits
 from datafactory.engine.retry import with_retries
 from datafactory.engine.stats import Stats
-from datafactory.errors import ProviderError, RateLimited, RequestFailed
+from datafactory.errors import ProviderError, RateLimited, RequestFailed, TransientError
 from datafactory.providers.base import Completion, Provider
 from datafactory.providers.pool import PoolProvider
 from datafactory.providers.pricing import cost
 from datafactory.providers.status import parse_reset
 from datafactory.providers.structured import structured
 from datafactory.record import content_hash
+
+
+@dataclass(slots=True)
+class _Ask:
+    """One request's state across its attempts."""
+
+    messages: list[dict[str, str]]
+    params: dict[str, Any]
+    key: str
+    prompt_est: int
+    attempts: int = 0
+    cost: float | None = None  # of the attempt that got the answer (None: no price known)
 
 
 @dataclass(slots=True)
@@ -70,6 +83,7 @@ class Requester:
         self._static = {"provider": pipe.provider.kind, "model": pipe.provider.model,
                         "template": pipe.prompt.fingerprint, "schema": content_hash(pipe.schema)}
         self._expected_out = expected_completion_tokens(pipe)
+        self._model = pipe.provider.model
         # batch mode (engine/batch): called on a cache miss instead of sending; raises RequestDeferred
         # (queued for a provider batch) or RequestFailed (the row's request gave up after max_attempts)
         self.on_miss: Callable[[str, list[dict[str, str]], dict[str, Any]], None] | None = None
@@ -89,83 +103,84 @@ class Requester:
         if self.on_miss is not None:
             self.on_miss(key, messages, params)
             raise AssertionError("on_miss must raise RequestDeferred or RequestFailed")
-        est = estimate_tokens(messages) + self._expected_out
-        prompt_est = estimate_tokens(messages)
-        attempts = 0
-
-        async def call() -> Completion:
-            # with concurrency: auto the adaptive slot comes first: a request waiting for one has not passed
-            # the breaker, reserved budget or taken an RPM/TPM ticket yet (all 256 workers would otherwise do
-            # so, and send after the breaker tripped)
-            if self.adaptive is None:
-                return await attempt(None)
-            slot = await self.adaptive.acquire()
-            try:
-                comp = await attempt(slot)
-            except BaseException as exc:  # a cancel frees the slot too
-                self.adaptive.release(slot, exc)
-                raise
-            self.adaptive.release(slot)
-            return comp
-
-        async def attempt(slot: Slot | None) -> Completion:
-            nonlocal attempts
-            self.breaker.check()
-            # the worst case is reserved before the request goes out, so requests in flight never add up
-            # past the budget; it becomes the real cost when the answer arrives (nothing when it failed)
-            reserved = self.budget.reserve(prompt_est, self._expected_out) if self.budget is not None else 0.0
-            charged: float | None = None
-            try:
-                attempts += 1
-                ticket = await self.limits.before_request(prompt_est)
-                self.stats.requests_sent += 1
-                if slot is not None:
-                    slot.started = time.monotonic()  # the latency the adaptive limit learns from: on the wire only
-                try:
-                    comp = await self._on_wire(messages, params)
-                except ProviderError as exc:
-                    self.limits.after_failure(ticket, answered=exc.status is not None)
-                    if isinstance(exc, RateLimited):
-                        self.stats.rate_limited += 1
-                    self.breaker.failure(exc, key)
-                    raise
-                self.limits.after_response(ticket, comp.prompt_tokens, comp.completion_tokens)
-                self.breaker.success()
-                charged = self._cost(comp)
-                return comp
-            finally:
-                if self.budget is not None:
-                    self.budget.settle(reserved, charged)
-
+        ask = _Ask(messages, params, key, estimate_tokens(messages))
+        # the first attempt is awaited straight (the path nearly every request takes: no closure, no retry
+        # object); a retryable failure goes to the retry layer as its first attempt (engine/retry.py)
+        send = self._attempt if self.adaptive is None else self._adaptive_attempt
         try:
-            comp = await with_retries(call, max_attempts=self.pipe.limits.max_attempts,
-                                      gate=self.limits.gate, stats=self.stats, sleep=self.breaker.sleep,
-                                      rate_limit_wait_s=self.pipe.limits.rate_limit_wait_s)
+            try:
+                comp = await send(ask)
+            except (RateLimited, TransientError) as exc:
+                comp = await with_retries(partial(send, ask), max_attempts=self.pipe.limits.max_attempts,
+                                          gate=self.limits.gate, stats=self.stats, sleep=self.breaker.sleep,
+                                          rate_limit_wait_s=self.pipe.limits.rate_limit_wait_s, first=exc)
         except ProviderError as exc:
             self.stats.failed_requests += 1
-            raise RequestFailed(exc, attempts) from None
-        self._account(comp, est)
+            raise RequestFailed(exc, ask.attempts) from None
+        self._account(comp, ask.cost)
         await self._puts.put(key, {"model": self.pipe.provider.model, "messages": messages, "params": params},
                              comp.to_json())
-        return Answer(comp, attempts, False)
+        return Answer(comp, ask.attempts, False)
 
-    async def _on_wire(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Completion:
-        """One provider call, counted in ``stats.in_flight`` while it is out (the report's timeline samples it)."""
-        self.stats.in_flight += 1
+    async def _adaptive_attempt(self, ask: _Ask) -> Completion:
+        # with concurrency: auto the adaptive slot comes first: a request waiting for one has not passed
+        # the breaker, reserved budget or taken an RPM/TPM ticket yet (all 256 workers would otherwise do
+        # so, and send after the breaker tripped)
+        assert self.adaptive is not None
+        slot = await self.adaptive.acquire()
         try:
-            return await self.provider.complete(self.pipe.provider.model, messages, params)
+            comp = await self._attempt(ask, slot)
+        except BaseException as exc:  # a cancel frees the slot too
+            self.adaptive.release(slot, exc)
+            raise
+        self.adaptive.release(slot)
+        return comp
+
+    async def _attempt(self, ask: _Ask, slot: Slot | None = None) -> Completion:
+        """One attempt: breaker, budget, limits, the provider call (counted in ``stats.in_flight`` while it
+        is out: the report's timeline samples it)."""
+        self.breaker.check()
+        # the worst case is reserved before the request goes out, so requests in flight never add up
+        # past the budget; it becomes the real cost when the answer arrives (nothing when it failed)
+        budget = self.budget
+        reserved = budget.reserve(ask.prompt_est, self._expected_out) if budget is not None else 0.0
+        charged: float | None = None
+        stats = self.stats
+        try:
+            ask.attempts += 1
+            ticket = self.limits.ticket_now(ask.prompt_est) or await self.limits.before_request(ask.prompt_est)
+            stats.requests_sent += 1
+            if slot is not None:
+                slot.started = time.monotonic()  # the latency the adaptive limit learns from: on the wire only
+            stats.in_flight += 1
+            try:
+                comp = await self.provider.complete(self._model, ask.messages, ask.params)
+            except ProviderError as exc:
+                self.limits.after_failure(ticket, answered=exc.status is not None)
+                if isinstance(exc, RateLimited):
+                    stats.rate_limited += 1
+                self.breaker.failure(exc, ask.key)
+                raise
+            finally:
+                stats.in_flight -= 1
+            self.limits.after_response(ticket, comp.prompt_tokens, comp.completion_tokens)
+            self.breaker.success()
+            charged = ask.cost = self._cost(comp)
+            return comp
         finally:
-            self.stats.in_flight -= 1
+            if budget is not None:
+                budget.settle(reserved, charged)
 
     def _cost(self, comp: Completion) -> float | None:
         return cost(self.pipe.provider.model, self.pipe.pricing, comp.prompt_tokens, comp.completion_tokens)
 
-    def _account(self, comp: Completion, est: int) -> None:
+    def _account(self, comp: Completion, cost_usd: float | None) -> None:
         s = self.stats
         s.prompt_tokens += comp.prompt_tokens
         s.completion_tokens += comp.completion_tokens
-        s.add_cost(self._cost(comp))
-        self._observe_headers(comp.headers)
+        s.add_cost(cost_usd)
+        if comp.headers:
+            self._observe_headers(comp.headers)
 
     def _observe_headers(self, headers: dict[str, str]) -> None:
         """When the provider says a limit is used up, pause everyone until its reset."""

@@ -61,10 +61,12 @@ class _Stop:
 
 async def with_retries(call: Callable[[], Awaitable[T]], *, max_attempts: int, gate: PauseGate,
                        stats: Stats, rate_limit_wait_s: float = C.DEFAULT_RATE_LIMIT_WAIT_S,
-                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
+                       sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                       first: BaseException | None = None) -> T:
     """Run ``call`` until it succeeds, fails for good, ``max_attempts`` non-429 failures are reached, or
     429s were waited on for ``rate_limit_wait_s`` (last error raised). ``sleep`` does the backoff waits
-    (the breaker's ends early when the run stops)."""
+    (the breaker's ends early when the run stops). ``first``: the retryable error of a first attempt the
+    caller made itself (``Requester.ask`` awaits it straight); it counts as this call's first attempt."""
 
     def before_sleep(state: RetryCallState) -> None:
         stats.retries += 1
@@ -77,10 +79,11 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, max_attempts: int, g
     # fast path: the first attempt runs outside tenacity (its per-attempt bookkeeping costs ≈ 0.2 ms of
     # CPU per request); a retryable failure is handed to tenacity as its own first attempt, so every
     # retry decision, wait, count and pause is tenacity's exactly as if it had run that attempt
-    try:
-        return await call()
-    except (RateLimited, TransientError) as exc:
-        first: BaseException | None = exc
+    if first is None:
+        try:
+            return await call()
+        except (RateLimited, TransientError) as exc:
+            first = exc
 
     async def attempt_call() -> T:
         nonlocal first

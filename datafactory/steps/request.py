@@ -60,7 +60,11 @@ class RequestStep:
         messages = self.render(rec.source)
         self.seconds += perf_counter() - t0
         try:
-            choices, attempts = await self._sample(messages)
+            if self.samples == 1:  # the common case, one frame less on every resume of the request
+                answer = await self.req.ask(messages, self.params)
+                choices, attempts = answer.completion.choices[:1], answer.attempts
+            else:
+                choices, attempts = await self._sample(messages)
         except RequestFailed as failed:
             return [request_reject(rec, failed)]
         if not choices:  # only a cache entry nobody can read has none (a live reply without is BadResponse)
