@@ -28,7 +28,7 @@ The last two columns are for the optional LLM judge: the recall a judge that is 
 reach (kept positives scoring in ``[judge_above, threshold)`` whose own item is among the judge's
 candidates), and its load: judge requests per clean negative record (at most ``judge_top_k`` each).
 Speed: the gate's ``check_batch`` on one core (process CPU time, OMP_NUM_THREADS=1), tokenisation
-included, in micro-batches of 64 records (the engine's) and of 1024.
+included, in micro-batches of 64 records (the engine's) and of 1024, best of 3 passes over 5,000 rows.
 """
 
 from __future__ import annotations
@@ -116,12 +116,17 @@ def near_duplicates(scorer: Scorer, train: list[str]) -> np.ndarray:
                      for r in range(len(train))])
 
 
-def speed(gate: DecontamGate, texts: list[str], batch: int) -> float:
+def speed(gate: DecontamGate, texts: list[str], batch: int, passes: int = 3) -> float:
+    """Rows/s of the best of ``passes`` passes over ``texts`` (the box is shared: the best pass is the least
+    disturbed one, and the first also pays for warming caches)."""
     records = [Record(id=str(i), source={}, fields={"question": t}) for i, t in enumerate(texts)]
-    start = time.process_time()
-    for lo in range(0, len(records), batch):
-        gate.check_batch(records[lo : lo + batch])
-    return len(records) / (time.process_time() - start)
+    best = 0.0
+    for _ in range(passes):
+        start = time.process_time()
+        for lo in range(0, len(records), batch):
+            gate.check_batch(records[lo : lo + batch])
+        best = max(best, len(records) / (time.process_time() - start))
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
