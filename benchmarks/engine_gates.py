@@ -178,7 +178,7 @@ async def engine_path(rows: list[tuple[dict[str, Any], dict[str, Any]]], gates: 
         for rec in outcomes:
             reasons[rec.meta.get("reason", "written") if is_rejected(rec) else "written"] += 1
 
-    ordered = OrderedGates(gates.ordered, sink, counts, max_size=batch)
+    ordered = OrderedGates(gates.ordered, sink, counts, max_size=batch, expected_rows=len(rows))  # as the scheduler
     timed_ordered(ordered, timer)
     models = {}
 

@@ -161,3 +161,37 @@ def test_dedup_gates_expose_the_keys_they_probe_with_and_what_they_kept(question
         assert sorted(stored.tolist()) == sorted(set(keys.ravel().tolist()))
         kept = dict(zip(stored.tolist(), ordinals.tolist(), strict=True))
         assert gate.label(kept[int(keys.reshape(30, -1)[7, 0])]) == "rk7"
+
+
+def test_shingles_summed_over_the_whole_batch_equal_shingles_gathered_word_by_word() -> None:
+    from datafactory.quality.shingle import _shingle_hashes_gathered, shingle_hashes
+
+    rng = random.Random(2)
+    vocab = ["a", "bb", "ccc", "the", "of", "seven", "x"]
+    for _ in range(100):
+        texts = [" ".join(rng.choice(vocab) for _ in range(rng.choice([0, 3, 5, rng.randint(3, 60)])))
+                 for _ in range(rng.randint(1, 70))]
+        tokens = tokenize_batch(texts)
+        for k in (1, 2, 3, 5):
+            if any(0 < n < k for n in np.diff(tokens.word_offsets)):
+                continue  # rows shorter than k take the gathered path anyway
+            fast, slow = shingle_hashes(tokens, k), _shingle_hashes_gathered(tokens, k)
+            assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+
+
+def test_a_run_of_known_size_sizes_the_dedup_memory_once_and_never_rehashes(questions: list[str]) -> None:
+    exact, near = ExactDedup("q"), NearDedup("q")
+    step = OrderedGates([exact, near], lambda row, outs: None, max_wait_s=0, expected_rows=1000)
+    sizes = (exact._table.buckets, near._table.buckets)
+    assert near._table.buckets * HashTable.SLOTS * HashTable.MAX_LOAD >= 1000 * near.bands
+    texts = questions[:900] + mixed_texts(questions, 94, seed=5)
+    for i in range(1, len(texts) + 1):
+        step.enter(i)
+    for i, text in enumerate(texts, 1):
+        r = rec(i, text)
+        step.submit(r, [r])
+    step.close()
+    assert near._table.size > 500 * near.bands  # it filled up...
+    assert (exact._table.buckets, near._table.buckets) == sizes  # ...without growing
+    unsized = NearDedup("q")
+    assert unsized._table.buckets < sizes[1]

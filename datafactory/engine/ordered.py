@@ -39,8 +39,14 @@ MAX_HELD = 4096  # records waiting behind a slow row before it is passed by (abo
 
 class OrderedGates:
     def __init__(self, gates: Sequence[Gate], sink: Sink, counts: StepStats | None = None, *,
-                 max_size: int = MAX_SIZE, max_wait_s: float = MAX_WAIT_S, max_held: int = MAX_HELD) -> None:
+                 max_size: int = MAX_SIZE, max_wait_s: float = MAX_WAIT_S, max_held: int = MAX_HELD,
+                 expected_rows: int | None = None) -> None:
         self.gates, self.sink, self.counts = list(gates), sink, counts
+        if expected_rows:  # the run's size is known: dedup memory sized once, not grown as it fills
+            for gate in self.gates:
+                reserve = getattr(gate, "reserve", None)
+                if callable(reserve):
+                    reserve(expected_rows)
         # exact then near dedup on the same field: one pass over one tokenisation (same verdicts)
         self._run: list[Gate] = fuse(self.gates)  # type: ignore[assignment]
         self.max_size, self.max_wait_s, self.max_held = max_size, max_wait_s, max_held

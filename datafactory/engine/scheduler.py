@@ -49,7 +49,8 @@ class Scheduler:
         # finished rows are committed in groups (one transaction per batch; see engine/commit.py)
         self.commits = CommitBatcher(cache, fingerprint, stats, stored_props=processor.steps.stored_props)
         # gates with memory decide in input order, after the worker has moved on (engine/ordered.py)
-        self.ordered = OrderedGates(processor.steps.ordered, self.commits.add_row, processor.counts)
+        self.ordered = OrderedGates(processor.steps.ordered, self.commits.add_row, processor.counts,
+                                    expected_rows=stats.rows_total)  # dedup memory sized once
 
     def request_stop(self, signum: int) -> None:
         """A signal: stop feeding rows; a second one stops waiting for in-flight requests. Once the run

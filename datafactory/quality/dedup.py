@@ -42,6 +42,12 @@ class _TokenGate:
         """Bytes held for what was kept so far."""
         return self._table.nbytes + self._labels.nbytes
 
+    KEYS_PER_ROW = 1
+
+    def reserve(self, rows: int) -> None:
+        """Expect about ``rows`` more rows to keep: size the memory for them now (see HashTable.reserve)."""
+        self._table.reserve(rows * self.KEYS_PER_ROW)
+
     def memory(self) -> tuple[U64, I64]:
         """Every key kept so far and the ordinal of the kept row it names (``label(ordinal)``)."""
         return self._table.items()
@@ -150,6 +156,7 @@ class NearDedup(_TokenGate):
             raise ValueError(f"need shingle >= 1 and 1 <= bands * rows <= num_perm, got "
                              f"shingle={shingle} bands={self.bands} rows={self.rows} num_perm={num_perm}")
         self._hasher = MinHasher(num_perm, shingle, seed, self.bands, self.rows)
+        self.KEYS_PER_ROW = self.bands
 
     def signatures(self, tokens: TokenBatch) -> tuple[U32, Bool]:
         """MinHash signature per row (all 0xFFFFFFFF for rows without words) and which rows have one."""
@@ -235,6 +242,11 @@ class Dedup(_TokenGate):
         """Bytes held for what was kept so far."""
         return self.exact.nbytes + (self.near.nbytes if self.near else 0)
 
+    def reserve(self, rows: int) -> None:
+        self.exact.reserve(rows)
+        if self.near:
+            self.near.reserve(rows)
+
     def seed_tokens(self, tokens: TokenBatch, labels: Sequence[str]) -> None:
         self.exact.seed_tokens(tokens, labels)
         if self.near:
@@ -259,6 +271,10 @@ class _ExactThenNear:
 
     def check(self, record: Record) -> Reject | None:
         return self.check_batch([record])[0]
+
+    def reserve(self, rows: int) -> None:
+        self.exact.reserve(rows)
+        self.near.reserve(rows)
 
     def check_batch(self, records: Sequence[Record]) -> list[Reject | None]:
         tokens = tokens_for(field_texts(records, self.fields))

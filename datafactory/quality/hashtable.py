@@ -33,6 +33,7 @@ class HashTable:
     MAX_LOAD = 0.7
     GROWTH = 1.5
     GROW_CHUNK = 8192  # buckets rehashed per numpy pass: temporaries stay ~2 MB
+    MAX_RESERVE = 1 << 22  # buckets (400 MB): what reserve() takes ahead of need at most
 
     def __init__(self, buckets: int = 64) -> None:
         self.size = 0
@@ -129,9 +130,19 @@ class HashTable:
             self.spill.update(zip(keys[~fits].tolist(), values[~fits].tolist(), strict=True))
         self.fill[home[first]] = np.minimum(slot[first] + sizes, self.SLOTS)
 
+    def reserve(self, extra: int) -> None:
+        """Make room for ``extra`` more keys now (at most ``MAX_RESERVE`` buckets' worth), so a run
+        whose size is known grows its table once, before the first key, instead of rehashing as it
+        fills: no rehash CPU, and the memory is taken at the start (flat) rather than in steps."""
+        need = min(self.size + extra, int(self.MAX_RESERVE * self.SLOTS * self.MAX_LOAD))
+        if need > self.MAX_LOAD * self.SLOTS * self.buckets:
+            self._resize(int(need / (self.MAX_LOAD * self.SLOTS)) + 1)
+
     def _grow(self, need: int) -> None:
+        self._resize(max(int(need * self.GROWTH / (self.MAX_LOAD * self.SLOTS)) + 1, self.buckets + 1))
+
+    def _resize(self, new: int) -> None:
         old = self.buckets
-        new = max(int(need * self.GROWTH / (self.MAX_LOAD * self.SLOTS)) + 1, old + 1)
         # the arrays grow in place (realloc, zero-filled at the end): old buckets keep their rows
         self.keys.resize((new, self.SLOTS), refcheck=False)
         self.values.resize((new, self.SLOTS), refcheck=False)

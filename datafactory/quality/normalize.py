@@ -185,10 +185,12 @@ def tokenize_batch(texts: Sequence[str]) -> TokenBatch:
         np.compress(mapped != _DELETE, mapped, out=buf[:size])
     else:
         buf[:size] = mapped
-    is_word = (buf[:size] != _SPACE).view(np.int8)
-    edges = np.diff(is_word, prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
+    # word bytes as 1 between two 0s; a word starts where that steps up and ends where it steps
+    # down, and steps alternate, so one nonzero() finds both
+    padded = np.zeros(size + 2, np.int8)
+    np.not_equal(buf[:size], _SPACE, out=padded[1:-1].view(np.bool_))
+    steps = np.flatnonzero(padded[1:] - padded[:-1])
+    starts, ends = steps[0::2], steps[1::2]
     word_offsets = np.searchsorted(starts, row_start).astype(np.int64)
     word_offsets[-1] = len(starts)
     lengths = ends - starts
@@ -196,7 +198,7 @@ def tokenize_batch(texts: Sequence[str]) -> TokenBatch:
 
     # canonical text: the word bytes plus one separating space after every word but a row's last
     counts = np.diff(word_offsets)
-    keep = is_word.astype(np.bool_)
+    keep = padded[1:-1].view(np.bool_)  # the word bytes (padded is not needed after this)
     last = np.zeros(len(starts), np.bool_)
     last[word_offsets[1:][counts > 0] - 1] = True
     keep[ends[~last]] = True

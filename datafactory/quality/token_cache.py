@@ -13,7 +13,6 @@ tokenising the text again gives.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,37 +32,34 @@ def _spans(flat: npt.NDArray[np.generic], starts: I64, sizes: I64) -> tuple[npt.
 class _Recent(threading.local):
     """Per thread (gates are called from one thread; a second thread gets its own cache)."""
 
-    KEEP = 4096  # texts: the ordered gates see a record up to engine/ordered.py MAX_HELD rows later
+    KEEP = 2048  # texts (up to twice that held): the ordered gates mostly see a record within the rows in
+                 # flight after decontamination did; a text forgotten sooner is only tokenised again
 
     def __init__(self) -> None:  # runs once in each thread that touches it
         self.row_of: dict[str, int] = {}   # text -> its row (counted from the first ever added)
-        self.texts: deque[str] = deque()   # the held rows' texts, oldest first
-        self.first = 0                     # row number of texts[0]
-        self.text: npt.NDArray[np.uint8] = np.zeros(1 << 16, np.uint8)
+        self.texts: list[str] = []         # the held rows' texts, oldest first
+        self.canon: list[bytes] = []       # their canonical texts (a join of a few bytes objects is the
+        self.first = 0                     # cheapest gather of text); row number of texts[0]
         self.words: npt.NDArray[np.uint64] = np.zeros(1 << 13, np.uint64)
-        # per held row: where its text and words start in the buffers, and their sizes
-        self.spans = np.zeros((4, 1 << 10), np.int64)  # text_at, text_len, word_at, word_len
-        self.text_used = self.words_used = 0
+        self.spans = np.zeros((2, 1 << 10), np.int64)  # per held row: where its words start, how many
+        self.words_used = 0
 
     def add(self, texts: list[str], tokens: TokenBatch) -> None:
         """Append a tokenised batch of distinct texts that are not held."""
         held, n = len(self.texts), len(texts)
-        text_size, word_size = int(tokens.text_offsets[-1]), int(tokens.word_offsets[-1])
-        self.text = _fit(self.text, self.text_used, text_size)
+        word_size = int(tokens.word_offsets[-1])
         self.words = _fit(self.words, self.words_used, word_size)
         if held + n > self.spans.shape[1]:
-            grown = np.zeros((4, 2 * (held + n)), np.int64)
+            grown = np.zeros((2, 2 * (held + n)), np.int64)
             grown[:, :held] = self.spans[:, :held]
             self.spans = grown
-        self.text[self.text_used : self.text_used + text_size] = np.frombuffer(tokens.text, np.uint8)
         self.words[self.words_used : self.words_used + word_size] = tokens.word_hashes
         part = self.spans[:, held : held + n]
-        part[0] = tokens.text_offsets[:-1] + self.text_used
-        part[1] = np.diff(tokens.text_offsets)
-        part[2] = tokens.word_offsets[:-1] + self.words_used
-        part[3] = np.diff(tokens.word_offsets)
-        self.text_used += text_size
+        part[0] = tokens.word_offsets[:-1] + self.words_used
+        part[1] = np.diff(tokens.word_offsets)
         self.words_used += word_size
+        text, bounds = tokens.text, tokens.text_offsets.tolist()
+        self.canon.extend(text[bounds[i] : bounds[i + 1]] for i in range(n))
         start = self.first + held
         self.row_of.update(zip(texts, range(start, start + n), strict=True))
         self.texts.extend(texts)
@@ -75,25 +71,26 @@ class _Recent(threading.local):
             return
         n = held - self.KEEP
         row_of = self.row_of
-        for _ in range(n):
-            del row_of[self.texts.popleft()]
+        for text in self.texts[:n]:
+            del row_of[text]
+        del self.texts[:n], self.canon[:n]
         self.first += n
         spans = self.spans
-        text_from, word_from = int(spans[0, n]), int(spans[2, n])
-        self.text[: self.text_used - text_from] = self.text[text_from : self.text_used].copy()
+        word_from = int(spans[0, n])
         self.words[: self.words_used - word_from] = self.words[word_from : self.words_used].copy()
-        self.text_used -= text_from
         self.words_used -= word_from
         spans[:, : held - n] = spans[:, n:held].copy()
-        spans[0, : held - n] -= text_from
-        spans[2, : held - n] -= word_from
+        spans[0, : held - n] -= word_from
 
-    def gather(self, rows: I64) -> TokenBatch:
+    def gather(self, rows: list[int]) -> TokenBatch:
         """The batch of held rows ``rows`` (absolute row numbers), in that order."""
-        at = self.spans[:, rows - self.first]
-        text, text_offsets = _spans(self.text, at[0], at[1])
-        words, word_offsets = _spans(self.words, at[2], at[3])
-        return TokenBatch(text.tobytes(), text_offsets, np.asarray(words, np.uint64), word_offsets)
+        first, canon = self.first, self.canon
+        picked = [canon[r - first] for r in rows]
+        text_offsets = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, picked), np.int64, len(picked)), out=text_offsets[1:])
+        at = self.spans[:, np.array(rows, np.int64) - first]
+        words, word_offsets = _spans(self.words, at[0], at[1])
+        return TokenBatch(b"".join(picked), text_offsets, np.asarray(words, np.uint64), word_offsets)
 
 
 def _fit(buf: npt.NDArray[T], used: int, extra: int) -> npt.NDArray[T]:
@@ -120,7 +117,7 @@ def recent_tokens(texts: Sequence[str]) -> TokenBatch:
             if len(fresh) == len(texts):
                 return tokens
             rows = [row_of[text] for text in texts]
-        return recent.gather(np.array(rows, np.int64))
+        return recent.gather(rows)
     finally:
         recent.trim()  # after the gather: the rows just looked up stay held until then
 
