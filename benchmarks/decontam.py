@@ -28,7 +28,8 @@ The last two columns are for the optional LLM judge: the recall a judge that is 
 reach (kept positives scoring in ``[judge_above, threshold)`` whose own item is among the judge's
 candidates), and its load: judge requests per clean negative record (at most ``judge_top_k`` each).
 Speed: the gate's ``check_batch`` on one core (process CPU time, OMP_NUM_THREADS=1), tokenisation
-included, in micro-batches of 64 records (the engine's) and of 1024, best of 3 passes over 5,000 rows.
+included, in micro-batches of 64 records (the engine's) and of 1024, best of 3 passes over 5,000 train
+questions (every other one transformed "all" the ways): clean rows, the common case, none of which stops early.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
           f"and names kept): gate {int(rewrites['gate'].sum())}/{len(REWRITES)} (rephrase "
           f"{int(rewrites['rephrase'].sum())}, identity {int(rewrites['identity'].sum())}), the rest in the judge's "
           f"band with their own item a candidate: {int(judged.sum())}/{len(REWRITES) - int(rewrites['gate'].sum())}")
-    mixed = [transform("all", t, i, names) for i, t in enumerate(train[:4000])] + test[:1000]
+    # what a pipeline mostly sees: clean rows (train questions, half of them transformed); none stops at ngram13
+    mixed = [transform("all", t, i, names) if i % 2 else t for i, t in enumerate(train[:5000])]
     for batch in (64, 1024):
         print(f"gate check_batch, batches of {batch}: {speed(gate, mixed, batch):,.0f} rows/s on one core")
     ngram_only = DecontamGate(fields="question", eval_sets=["gsm8k"], methods=["ngram"])

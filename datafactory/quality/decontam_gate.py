@@ -156,7 +156,8 @@ class DecontamGate:
             self._nearest.clear()  # records not judged after all (rejected by a later gate)
         same: dict[int, tuple[int, int, float]] = {}
         if "identity" in self.methods:
-            near = np.flatnonzero(scores[:, 0] >= IDENTITY_FLOOR)
+            decided = scores[:, 0] >= self.threshold if "rephrase" in self.methods else np.zeros(len(scores), np.bool_)
+            near = np.flatnonzero((scores[:, 0] >= IDENTITY_FLOOR) & ~decided)  # rephrase rejects stand first
             shared, jaccard = index.identity(part, near, items[near, :2])
             for j, sh, jac, cand in zip(near.tolist(), shared.tolist(), jaccard.tolist(), items[near, :2].tolist(),
                                         strict=True):
