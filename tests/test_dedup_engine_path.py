@@ -195,3 +195,4 @@ def test_a_run_of_known_size_sizes_the_dedup_memory_once_and_never_rehashes(ques
     assert (exact._table.buckets, near._table.buckets) == sizes  # ...without growing
     unsized = NearDedup("q")
     assert unsized._table.buckets < sizes[1]
+

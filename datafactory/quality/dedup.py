@@ -110,17 +110,22 @@ class ExactDedup(_TokenGate):
 
     def check_tokens(self, tokens: TokenBatch, labels: Sequence[str]) -> list[Reject | None]:
         out: list[Reject | None] = [None] * len(tokens)
-        rows = np.flatnonzero(np.diff(tokens.text_offsets) > 0)
-        keys = self._keys(tokens, rows)
-        stored = self._table.probe(keys)
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        earlier = first[inverse]
-        new = (stored < 0) & (earlier == np.arange(len(rows)))
-        for j in np.flatnonzero(~new).tolist():
-            by = self._labels[int(stored[j])] if stored[j] >= 0 else labels[int(rows[earlier[j]])]
-            out[int(rows[j])] = Reject("duplicate", f"same normalised text as {by}")
-        self._table.place(keys[new], len(self._labels) + np.arange(int(new.sum())))
-        self._labels.extend(labels[i] for i in rows[new].tolist())
+        text, bounds = tokens.text, tokens.text_offsets.tolist()
+        rows = [i for i in range(len(tokens)) if bounds[i + 1] > bounds[i]]  # empty text is never judged
+        hashes = [xxhash.xxh3_64_intdigest(text[bounds[i] : bounds[i + 1]]) or 1 for i in rows]
+        # the first row of the batch with each key (a batch is small: a dict beats np.unique here)
+        first: dict[int, int] = {}
+        earlier = [first.setdefault(h, j) for j, h in enumerate(hashes)]
+        keys = np.array(hashes, np.uint64)
+        stored = self._table.probe(keys).tolist()
+        new = [s < 0 and e == j for j, (s, e) in enumerate(zip(stored, earlier, strict=True))]
+        for j, fresh in enumerate(new):
+            if not fresh:
+                by = self._labels[stored[j]] if stored[j] >= 0 else labels[rows[earlier[j]]]
+                out[rows[j]] = Reject("duplicate", f"same normalised text as {by}")
+        kept = np.array(new, np.bool_)
+        self._table.place(keys[kept], len(self._labels) + np.arange(int(kept.sum())))
+        self._labels.extend(labels[rows[j]] for j, fresh in enumerate(new) if fresh)
         return out
 
 
@@ -213,7 +218,7 @@ class NearDedup(_TokenGate):
 def _shares_a_key(keys: U64) -> Bool:
     """Per row of ``keys``: does any of its keys occur elsewhere in ``keys``?"""
     flat = keys.ravel()
-    order = np.argsort(flat, kind="stable")
+    order = np.argsort(flat)  # equal keys end up adjacent in any order: no need for a stable sort
     ordered = flat[order]
     same = ordered[1:] == ordered[:-1]
     marked = np.zeros(len(flat), np.bool_)

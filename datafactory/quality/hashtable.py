@@ -30,6 +30,7 @@ class HashTable:
     Key 0 marks an empty slot, so callers never store it (their keys map 0 to 1)."""
 
     SLOTS = 8
+    SPILLED = SLOTS + 1  # a bucket's fill once a key of its spilled: only those are looked up in the dict
     MAX_LOAD = 0.7
     GROWTH = 1.5
     GROW_CHUNK = 8192  # buckets rehashed per numpy pass: temporaries stay ~2 MB
@@ -65,7 +66,7 @@ class HashTable:
         found = self.values.ravel().take(flat).astype(np.int64)
         found[self.keys.ravel().take(flat) != keys] = -1
         if self.spill:  # a key not in its full bucket may have spilled
-            rest = np.flatnonzero((found < 0) & (self.fill.take(home) == self.SLOTS))
+            rest = np.flatnonzero((found < 0) & (self.fill.take(home) > self.SLOTS))
             if len(rest):
                 spill = self.spill
                 found[rest] = [spill.get(k, -1) for k in keys[rest].tolist()]
@@ -103,6 +104,7 @@ class HashTable:
             room = slot < self.SLOTS
             if not room.all():
                 self.spill.update(zip(keys[~room].tolist(), values[~room].tolist(), strict=True))
+                self.fill[home[~room]] = self.SPILLED
                 keys, values, home, slot = keys[room], values[room], home[room], slot[room]
             # keys of one bucket race for its next free slot: all write it, reading back says who won
             # (keys are distinct, so exactly one); the others go again with the bucket's new fill
@@ -128,7 +130,8 @@ class HashTable:
         self.values.reshape(-1)[flat] = values[fits]
         if not fits.all():
             self.spill.update(zip(keys[~fits].tolist(), values[~fits].tolist(), strict=True))
-        self.fill[home[first]] = np.minimum(slot[first] + sizes, self.SLOTS)
+        end = slot[first] + sizes
+        self.fill[home[first]] = np.where(end > self.SLOTS, self.SPILLED, end)
 
     def reserve(self, extra: int) -> None:
         """Make room for ``extra`` more keys now (at most ``MAX_RESERVE`` buckets' worth), so a run
@@ -175,6 +178,12 @@ class Labels:
         return self._blob[self._ends[i - 1] if i else 0 : self._ends[i]].decode("utf-8")
 
     def extend(self, labels: Iterable[str]) -> None:
+        labels = list(labels)
+        joined = "".join(labels)
+        if joined.isascii():  # record ids are: one encode, lengths of the str themselves
+            self._ends.extend(islice(accumulate(map(len, labels), initial=len(self._blob)), 1, None))
+            self._blob += joined.encode("ascii")
+            return
         encoded = [label.encode("utf-8") for label in labels]
         self._ends.extend(islice(accumulate(map(len, encoded), initial=len(self._blob)), 1, None))
         self._blob += b"".join(encoded)
