@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "connections and limits.concurrency requests in flight (default: one per CPU)")
     a.add_argument("--ray-dedup", choices=("auto", "driver", "shuffle"), default="auto",
                    help="--engine ray: decide exact/near dedup on the driver in input order, or by a Ray shuffle of "
-                   "the workers' keys (the same kept set); auto: the shuffle on a multi-node cluster for 1M+ rows")
+                   "the workers' keys (the same kept set); auto: the shuffle on a multi-node cluster for 5M+ rows")
 
     v = sub.add_parser("validate", help="check a pipeline or train-eval recipe YAML without running it",
                        description="Check a pipeline (config, input file, input columns, gate field names) or "

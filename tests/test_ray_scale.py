@@ -54,22 +54,23 @@ def test_the_shuffle_dedup_keeps_exactly_what_the_driver_dedup_keeps(ray_cluster
 
 def test_the_shuffle_dedup_rejects_output_repeating_the_input_and_rows_written_by_an_earlier_run(
         ray_cluster, make_project, server):  # noqa: F811
-    # answers: the input question itself for rows 0-9 (seeded by against_input), distinct otherwise
-    server.responder = lambda body, k: json.dumps(
-        {"question": f"Sam has {_qid(body)} apples and buys 3 more. How many apples does Sam have now?"
-         if _qid(body) < 10 else f"A brand new question number {_qid(body)} about pears?", "answer": "#### 1"})
+    def responder(body: dict[str, Any], k: int) -> str:
+        q = _qid(body)  # 0-4 new; 5-9 repeat their input question; 10-14 repeat rows 0-4; 15-19 new
+        text = (f"Sam has {q} apples and buys 3 more. How many apples does Sam have now?" if 5 <= q < 10 else
+                f"A brand new question number {q - 10 if 10 <= q < 15 else q} about pears?")
+        return json.dumps({"question": text, "answer": "#### 1"})
+
+    server.responder = responder
     proj = make_project(rows=20, quality={"reask": 0, "exact_dedup": {"fields": ["question"],
                                                                     "against_input": ["question"]}})
-    proj.augment(engine="ray", workers=2, ray_dedup="shuffle", limit=15)
-    dups = [r for r in proj.rejects() if r["reason"] == "duplicate"]
-    assert len(dups) == 10 and all("same normalised text as input:" in r["last_error"] for r in dups)
-    # the rerun (all 20 rows) is seeded with the 5 rows written (10-14): rows 15-19 repeat them
-    server.responder = lambda body, k: json.dumps({"question": f"A brand new question number {10 + _qid(body) % 5} "
-                                                               "about pears?", "answer": "#### 1"})
+    proj.augment(limit=5)                               # rows 0-4 written by an asyncio run
     proj.augment(engine="ray", workers=2, ray_dedup="shuffle")
     proj.assert_accounted()
-    assert len(proj.data()) == 5
-    assert sorted(r["reason"] for r in proj.rejects()) == ["duplicate"] * 15
+    assert proj.stats()["ray"]["dedup"] == "shuffle"
+    assert sorted(r["qid"] for r in proj.data()) == [f"q{i:05d}" for i in (*range(5), *range(15, 20))]
+    dups = proj.rejects()
+    assert sorted(r["reason"] for r in dups) == ["duplicate"] * 10
+    assert all("same normalised text as input:" in r["last_error"] for r in dups)   # the seeded memory
 
 
 def test_the_greedy_pass_over_near_candidates_cuts_chains_in_input_order_as_the_driver_does():
@@ -168,3 +169,16 @@ def test_stats_json_of_a_ray_run_adds_up_every_workers_counters_in_the_asyncio_e
     for name in ("request", "parse"):
         assert on_ray["steps"][name]["in"] == on_asyncio["steps"][name]["in"] and on_ray["steps"][name]["seconds"] > 0
     assert on_ray["structured_output"] == on_asyncio["structured_output"]
+
+
+def test_auto_dedup_stays_on_the_driver_on_one_machine_and_the_shuffle_takes_only_exact_then_near(
+        ray_cluster):  # noqa: F811
+    from datafactory.engine.ray.driver import dedup_mode
+    from datafactory.engine.ray.keys import plan_for
+    from datafactory.quality.dedup import ExactDedup, NearDedup
+
+    plan = plan_for([ExactDedup(["question"]), NearDedup(["answer"])])
+    assert plan is not None and dedup_mode("auto", plan, 10**8) == "driver"      # one node: measured faster
+    assert dedup_mode("shuffle", plan, 10) == "shuffle"
+    assert plan_for([NearDedup(["answer"]), ExactDedup(["question"])]) is None   # near first: only the driver
+    assert dedup_mode("shuffle", None, 10) == "driver"
