@@ -3,10 +3,10 @@
 With ``ray_dedup: shuffle`` a worker does not leave the gates with memory to the driver's input-order
 pass; it computes, next to each output batch, the keys those gates would look up:
 
-* exact dedup: the xxh3 key of the normalised text (``ExactDedup``'s own key function);
-* near dedup: the ``bands`` LSH band keys of the MinHash signature (``NearDedup.signatures`` and its
-  ``MinHasher`` band keys) — the same shingles, permutations, bands and threshold as the asyncio engine,
-  by the same code, so the shuffle finds exactly the candidates the driver's hash table would.
+* exact dedup: the xxh3 key of the normalised text (``ExactDedup.keys``);
+* near dedup: the ``bands`` LSH band keys of the MinHash signature (``NearDedup.keys``) — the same
+  shingles, permutations, bands and threshold as the asyncio engine, by the same code, so the shuffle
+  finds exactly the candidates the driver's hash table would.
 
 A record is named by its *ordinal* ``seq << ORD_SHIFT | index`` (input position of its row, place among
 the row's outcome records): the order the driver path decides in. Gates of the ordered chain without
@@ -84,15 +84,11 @@ def survivors(plan: Plan, outcomes: Sequence[tuple[int, Sequence[Record]]]) -> t
 
 def gate_keys(gate: ExactDedup | NearDedup, records: Sequence[Record]) -> tuple[np.ndarray, np.ndarray]:
     """(record index, key) pairs: one key per record with text (exact), ``bands`` per record with words
-    (near) — what the gate would probe its hash table with."""
-    tokens = tokens_for(field_texts(records, gate.fields))
-    if isinstance(gate, ExactDedup):
-        rows = np.flatnonzero(np.diff(tokens.text_offsets) > 0)  # empty text is never judged
-        return rows, gate._keys(tokens, rows)  # noqa: SLF001 — the gate's own key, not a copy of it
-    sig, has = gate.signatures(tokens)
-    rows = np.flatnonzero(has)
-    keys = gate._band_keys(sig[rows])  # noqa: SLF001
-    return np.repeat(rows, keys.shape[1]), keys.ravel()
+    (near) — what the gate would probe its memory with (its own ``keys``)."""
+    rows, keys = gate.keys(tokens_for(field_texts(records, gate.fields)))
+    if keys.ndim == 2:
+        return np.repeat(rows, keys.shape[1]), keys.ravel()
+    return rows, keys
 
 
 def key_rows(plan: Plan, outcomes: Sequence[tuple[int, Sequence[Record]]]) -> dict[str, Any]:

@@ -60,11 +60,10 @@ def seed_rows(plan: Plan) -> dict[str, np.ndarray]:
     """The keys the driver's gates were seeded with, as shuffle members (ordinals below every record's)."""
     gs, keys, ords = [], [], []
     for j, gate in enumerate(plan.dedup):
-        table = gate._table  # noqa: SLF001 — the seeded memory itself (keys and their entries' places)
-        used = table.keys != 0
-        keys.append(table.keys[used])
-        ords.append(table.values[used].astype(np.int64) - SEED_BASE)
-        gs.append(np.full(int(used.sum()), j, np.int8))
+        stored, places = gate.memory()  # the seeded memory itself: keys and the seeded rows they name
+        keys.append(stored.astype(np.uint64))
+        ords.append(places.astype(np.int64) - SEED_BASE)
+        gs.append(np.full(len(stored), j, np.int8))
     if not gs:
         return {"g": np.zeros(0, np.int8), "key": np.zeros(0, np.uint64), "ord": np.zeros(0, np.int64)}
     return {"g": np.concatenate(gs), "key": np.concatenate(keys), "ord": np.concatenate(ords)}
@@ -181,7 +180,7 @@ class Verdicts:
                 continue
             j, by = hit
             gate = self.plan.dedup[j]
-            label = gate._labels[by + SEED_BASE] if by < 0 else self.labels[by]  # noqa: SLF001
+            label = gate.label(by + SEED_BASE) if by < 0 else self.labels[by]
             out[i] = (Reject("duplicate", f"same normalised text as {label}") if self.kinds[j] == EXACT
                       else Reject("near_duplicate", f"similar to {label}"))
         return out
