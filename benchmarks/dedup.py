@@ -16,10 +16,9 @@ the gate holds. Then the first ``--subset`` rows again through datasketch's plai
 (MinHash.update per shingle, MinHashLSH 16x8 query+insert, a Python set for exact) and through
 ours, for the ratio.
 
-Last, the engine path: micro-batches of ``--engine-batch`` (64) records through the gates the way
-the engine calls them, each on the survivors of the one before: decontamination against the
-shipped GSM8K test split (1% of rows carry a GSM8K test question), exact dedup, near dedup.
-Reported per gate and together, by CPU time; numpy is held to one thread (OMP_NUM_THREADS=1).
+This is the gates' batch path on large batches (1024 rows): their recall and memory at scale. What
+the gates cost on the engine path — the shipped pipeline's gate objects fed micro-batches of 64 through
+the engine's own classes — is ``benchmarks/engine_gates.py``.
 """
 
 from __future__ import annotations
@@ -41,8 +40,8 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datafactory.quality.decontam import Decontaminator, builtin_eval_set  # noqa: E402
-from datafactory.quality.dedup import Dedup, ExactDedup, NearDedup  # noqa: E402
+from datafactory.quality.decontam import builtin_eval_set  # noqa: E402
+from datafactory.quality.dedup import Dedup  # noqa: E402
 from datafactory.quality.gate import Reject  # noqa: E402
 from datafactory.quality.normalize import normalize_words  # noqa: E402
 from datafactory.record import Record  # noqa: E402
@@ -227,34 +226,6 @@ def score(tally: Tally, texts: TextStore, copies: list[tuple[int, str, int]], n:
     }
 
 
-def engine_path(gen: Generator, rows: int, batch: int) -> None:
-    """Gates in turn on micro-batches, as the engine runs them; prints CPU rows/s per gate and together."""
-    questions = [json.loads(line)["question"] for line in builtin_eval_set("gsm8k").open()]
-    texts = gen.batch(0, rows)[0]
-    for i in range(0, rows, 100):  # every 100th row quotes a test question: decontam has hits
-        texts[i] = f"{texts[i]} {questions[i % len(questions)]}"
-    records = [Record(id=f"row:{i}", source={}, fields={"question": t}) for i, t in enumerate(texts)]
-    t0 = time.process_time()
-    gates = [Decontaminator(fields="question"), ExactDedup("question"), NearDedup("question", threshold=THRESHOLD)]
-    setup = time.process_time() - t0
-    cpu, rejected = [0.0] * len(gates), [0] * len(gates)
-    for start in range(0, rows, batch):
-        survivors = records[start : start + batch]
-        for k, gate in enumerate(gates):
-            c0 = time.process_time()
-            verdicts = gate.check_batch(survivors)
-            cpu[k] += time.process_time() - c0
-            rejected[k] += sum(v is not None for v in verdicts)
-            survivors = [r for r, v in zip(survivors, verdicts, strict=True) if v is None]
-    print(f"\nengine path: {rows} rows in batches of {batch}, each gate on the survivors of the one before "
-          f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; decontam set-up {setup * 1e3:.0f} ms, not counted)\n")
-    print("| gate | rows/s (CPU) | rejected |")
-    print("|---|---|---|")
-    for gate, seconds, dropped in zip(gates, cpu, rejected, strict=True):
-        print(f"| {gate.name} | {rows / seconds:,.0f} | {dropped} |")
-    print(f"| decontam + exact + near together | {rows / sum(cpu):,.0f} | {sum(rejected)} |")
-
-
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -266,8 +237,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-datasketch", action="store_true")
-    parser.add_argument("--engine-batch", type=int, default=64)
-    parser.add_argument("--engine-rows", type=int, default=20_000)
     args = parser.parse_args(argv)
 
     gen = Generator(args.seed)
@@ -314,7 +283,6 @@ def main(argv: list[str] | None = None) -> None:
     note = "" if args.rows == 1_000_000 else f" (scaled from {args.rows} rows; tables grow in powers of two)"
     print(f"memory per 1M rows{note}: gate holds {gate.nbytes * scale / 2**20:.0f} MiB; peak RSS growth "
           f"less the stored benchmark texts {growth * scale:.0f} MiB")
-    engine_path(Generator(args.seed + 1), args.engine_rows, args.engine_batch)
 
 
 if __name__ == "__main__":
