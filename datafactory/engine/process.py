@@ -11,6 +11,8 @@ counts, per step, the records in, the rejects and the time spent (``engine/flow.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from datafactory.config.pipeline import Pipeline
 from datafactory.engine.flow import StepStats, now
 from datafactory.engine.gate_batch import GateBatcher
@@ -24,6 +26,15 @@ from datafactory.steps.parse import ParseStep
 from datafactory.steps.request import RequestStep
 from datafactory.steps.shape import ShapeStep
 from datafactory.steps.source import SourceStep
+
+
+@dataclass(slots=True)
+class Staged:
+    """A row between :meth:`RowProcessor.stage` and :meth:`RowProcessor.finish`."""
+
+    row: Record
+    samples: list[Record]
+    out: list[Record]
 
 
 class RowProcessor:
@@ -42,8 +53,18 @@ class RowProcessor:
         self.sample = SampleStep(pipe) if self.paired else None
         self.pair = PairStep(pipe) if self.paired else None
         self.batcher = GateBatcher(self.steps.batch, counts=self.counts)
+        self.has_gates = bool(self.batcher.gates or self.steps.asynchronous)
+        # ``finish`` sends requests only through async gates; without them it just waits for a gate batch
+        self.finish_sends = bool(self.steps.asynchronous)
 
     async def process(self, row: Record) -> list[Record]:
+        staged = await self.stage(row)
+        return staged if isinstance(staged, list) else await self.finish(staged)
+
+    async def stage(self, row: Record) -> list[Record] | Staged:
+        """The steps up to the gates: the row's outcome records when nothing is left to decide, else the
+        :class:`Staged` row for :meth:`finish` (which only waits for the gates' micro-batch when
+        ``self.finish_sends`` is False: the scheduler's worker hands it over and takes the next row)."""
         counts = self.counts
         if "mapped" not in row.meta:  # the scheduler runs the input step on its batches (input_batch)
             t0 = now()
@@ -72,11 +93,19 @@ class RowProcessor:
             out = [r for group in shaped for r in group]
             parsed = sum(not is_rejected(rec) for rec in samples)
             counts.add("shape", parsed, sum(is_rejected(r) for r in out) - (len(samples) - parsed), t0)
+        staged = Staged(row, samples, out)
+        if not self.paired and (not self.has_gates or all(is_rejected(r) for r in out)):
+            return out  # no gate to wait for
+        return staged
+
+    async def finish(self, staged: Staged) -> list[Record]:
+        """The gates without memory (micro-batched), the async gates, the pairing: the row's outcome records."""
+        row, samples, out = staged.row, staged.samples, staged.out
         await self._gates([r for r in out if not is_rejected(r)])
         if self.paired:
             t0 = now()
             made = self.pair(row, samples)  # type: ignore[misc]
-            counts.add("pair", len(samples), sum(is_rejected(r) for r in made), t0)
+            self.counts.add("pair", len(samples), sum(is_rejected(r) for r in made), t0)
             return [*made, *(r for r in samples if is_rejected(r))]
         return out
 

@@ -2,7 +2,11 @@
 workers taking rows from it, and a ticker feeding the progress display.
 
 In-flight requests equal the concurrency (each worker holds one row at a time) and memory stays flat
-whatever the input size: at most ``2 × concurrency`` rows wait in the queue.
+whatever the input size: at most ``2 × concurrency`` rows wait in the queue. A row whose response is
+parsed and shaped and that only waits for its gates' micro-batch (up to ``gate_batch.MAX_WAIT_S``) is
+handed to a small task, and its worker takes the next row at once: waiting for a batch to fill would
+otherwise keep a share of the workers from sending (≈ 10 ms of a 200 ms round trip, 5 % fewer requests
+in flight). Rows with async gates (which send requests themselves) keep their worker until the end.
 
 Two kinds of stop end a run early: a signal (``request_stop``, wired by ``augment``) and a halt from
 the run itself (``halt``: the breaker tripped, the budget is reached). Both stop feeding rows, let
@@ -24,7 +28,7 @@ from datafactory.engine.commit import CommitBatcher
 from datafactory.engine.input import input_for
 from datafactory.engine.input_keys import RowKeys, input_record
 from datafactory.engine.ordered import OrderedGates
-from datafactory.engine.process import RowProcessor
+from datafactory.engine.process import RowProcessor, Staged
 from datafactory.engine.progress import Progress
 from datafactory.engine.stats import Stats
 from datafactory.errors import RequestDeferred, RunStopped
@@ -46,6 +50,9 @@ class Scheduler:
         self._force = False
         self._grace = STOP_GRACE_S
         self._over = False
+        # rows whose worker moved on while their gate batch decides (``_hand_over``)
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._failed: BaseException | None = None
         # finished rows are committed in groups (one transaction per batch; see engine/commit.py)
         self.commits = CommitBatcher(cache, fingerprint, stats, stored_props=processor.steps.stored_props)
         # gates with memory decide in input order, after the worker has moved on (engine/ordered.py)
@@ -80,11 +87,12 @@ class Scheduler:
         ticker = asyncio.create_task(self._tick())
         try:
             await self._supervise(producer, workers, queue)
+            await self._settle()
         finally:
             ticker.cancel()
-            for task in [producer, *workers, ticker]:
+            for task in [producer, *workers, ticker, *self._finishing]:
                 task.cancel()
-            await asyncio.gather(producer, *workers, ticker, return_exceptions=True)
+            await asyncio.gather(producer, *workers, ticker, *self._finishing, return_exceptions=True)
             self._over = True
             try:
                 self.ordered.close()
@@ -106,6 +114,8 @@ class Scheduler:
                 for task in done:
                     if task is not stopping and not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]  # 401, disk full: stop everything
+                if self._failed is not None:  # the same from a row handed over to its gate batch
+                    raise self._failed
                 if stopping in done:
                     await self._drain(producer, workers, queue)
                     return
@@ -177,7 +187,14 @@ class Scheduler:
             seq = row.meta["seq"]
             self.ordered.enter(seq)  # right after the get: rows enter in input order
             try:
-                outcomes = await self.processor.process(row)
+                staged = await self.processor.stage(row)
+                if isinstance(staged, list):
+                    outcomes = staged
+                elif self.processor.finish_sends:  # async gates send requests: the worker's slot holds them
+                    outcomes = await self.processor.finish(staged)
+                else:  # only the gate batch is left: it decides while this worker sends the next request
+                    self._hand_over(staged)
+                    continue
             except RunStopped as exc:  # the breaker or the budget: this row gets no outcome (rerun does it)
                 self.ordered.drop(seq)
                 self.halt(exc)
@@ -190,6 +207,33 @@ class Scheduler:
                 self.ordered.drop(seq)
                 raise
             self.ordered.submit(row, outcomes)  # committed once the gates with memory decided
+
+    def _hand_over(self, staged: Staged) -> None:
+        task = asyncio.get_running_loop().create_task(self._finish(staged))
+        self._finishing.add(task)
+        task.add_done_callback(self._finished)
+
+    async def _finish(self, staged: Staged) -> None:
+        row = staged.row
+        try:
+            outcomes = await self.processor.finish(staged)
+        except BaseException:
+            self.ordered.drop(row.meta["seq"])
+            raise
+        self.ordered.submit(row, outcomes)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._finishing.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failed is None:
+            self._failed = task.exception()  # a gate bug, disk full: stops the run like a worker's error
+            self._stopping.set()
+
+    async def _settle(self) -> None:
+        """Wait for the rows whose gate batch is still deciding (at most a batch's age)."""
+        while self._finishing:
+            await asyncio.wait(set(self._finishing))
+        if self._failed is not None:
+            raise self._failed
 
     async def _tick(self) -> None:
         while True:
