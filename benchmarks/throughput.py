@@ -4,16 +4,19 @@ One loopback server in its own process (200 ms latency, ``--responder gsm8k``: a
 of every problem, so the gates pass what a real model would). Each round runs, in alternating order, one
 fresh process of each client over the same rows at the same concurrency:
 
-* raw aiohttp: semaphore + POST + JSON decode of each row's prompt (no parse, no validation, no disk);
+* raw aiohttp: semaphore + POST + JSON decode of each row's prompt (no parse, no validation, no disk), on
+  asyncio's default loop — what a user would write; the target ratio is against this one;
+* raw aiohttp + uvloop (when uvloop is installed): the same client on the loop datafactory runs on, so the
+  table also shows datafactory against the best a raw client gets here;
 * datafactory: ``datafactory.augment("pipelines/gsm8k_rephrase.yaml", input=…, output=…, base_url=…,
   concurrency=…)`` — only what a user overrides on the command line; every gate, the SQLite cache and
   commit log and the atomic export run as shipped.
 
-Prints, per concurrency, the median over rounds of rows/s, the ratio, CPU ms per row (the process CPU
-time of the run, all threads, over its rows) and peak RSS; per run, the time each step of the record flow
-spent on the event loop per row (``stats.json`` ``steps``). Rows: the first ``--rows`` of GSM8K train
-(``--gsm8k``), repeated with a marker when more are asked (``--rows 100000`` is the RSS-flat check; use a
-shorter ``--latency`` for it).
+Prints, per concurrency, the median over rounds of rows/s, the ratios, CPU ms per row (the process CPU
+time of the run, all threads, over its rows) and peak RSS, and the box's load average before and after;
+per run, the time each step of the record flow spent on the event loop per row (``stats.json`` ``steps``).
+Rows: the first ``--rows`` of GSM8K train (``--gsm8k``), repeated with a marker when more are asked
+(``--rows 100000`` is the RSS-flat check; use a shorter ``--latency`` for it).
 
     .venv/bin/python benchmarks/throughput.py --rows 7000 --concurrency 256 512 --rounds 3
     .venv/bin/python benchmarks/throughput.py --rows 100000 --concurrency 256 --latency 0.05 --rounds 1 --no-raw
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import resource
@@ -64,7 +68,7 @@ def _usage() -> tuple[float, float]:
     return time.process_time(), time.perf_counter()
 
 
-def child_raw(url: str, inp: Path, conc: int) -> dict[str, Any]:
+def child_raw(url: str, inp: Path, conc: int, uv: bool = False) -> dict[str, Any]:
     import aiohttp
     import orjson
 
@@ -86,7 +90,12 @@ def child_raw(url: str, inp: Path, conc: int) -> dict[str, Any]:
             await asyncio.gather(*(one(r) for r in rows))
 
     cpu0, t0 = _usage()
-    asyncio.run(run())
+    if uv:
+        import uvloop
+
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
     cpu1, t1 = _usage()
     return {"rows": len(rows), "written": len(rows), "wall": t1 - t0, "cpu": cpu1 - cpu0}
 
@@ -99,7 +108,8 @@ def child_datafactory(url: str, inp: Path, conc: int, out: Path) -> dict[str, An
     stats = augment(PIPELINE, input=str(inp), output=str(out), base_url=url, concurrency=conc)
     cpu1, t1 = _usage()
     return {"rows": stats.rows_done, "written": stats.written, "wall": t1 - t0, "cpu": cpu1 - cpu0,
-            "rejected": dict(stats.rejected), "steps": stats.sections.get("steps", {})}
+            "rejected": dict(stats.rejected), "steps": stats.sections.get("steps", {}),
+            "loop": stats.sections.get("runtime", {}).get("event_loop")}
 
 
 def run_child(kind: str, url: str, inp: Path, conc: int, out: Path) -> dict[str, Any]:
@@ -112,8 +122,8 @@ def run_child(kind: str, url: str, inp: Path, conc: int, out: Path) -> dict[str,
 
 def child_main(argv: list[str]) -> None:
     kind, url, inp, conc, out = argv
-    if kind == "raw":
-        result = child_raw(url, Path(inp), int(conc))
+    if kind in ("raw", "raw-uvloop"):
+        result = child_raw(url, Path(inp), int(conc), uv=kind == "raw-uvloop")
     else:
         result = child_datafactory(url, Path(inp), int(conc), Path(out))
     result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -131,7 +141,9 @@ def main() -> None:
     ap.add_argument("--no-raw", action="store_true", help="datafactory only (the RSS check)")
     args = ap.parse_args()
     proc, url = start_server(args.latency)
-    kinds = ["datafactory"] if args.no_raw else ["raw", "datafactory"]
+    raws = ["raw", "raw-uvloop"] if importlib.util.find_spec("uvloop") else ["raw"]
+    kinds = ["datafactory"] if args.no_raw else [*raws, "datafactory"]
+    load_before = os.getloadavg()
     results: dict[tuple[int, str], list[dict[str, Any]]] = {}
     try:
         with tempfile.TemporaryDirectory() as d:
@@ -148,7 +160,8 @@ def main() -> None:
                         results.setdefault((conc, kind), []).append(res)
                         print(f"round {r} conc {conc} {kind}: {res['rows'] / res['wall']:.0f} rows/s, "
                               f"{res['cpu'] * 1000 / res['rows']:.2f} ms CPU/row, {res['rss_mb']:.0f} MB, "
-                              f"written {res['written']} {res.get('rejected', '')}", file=sys.stderr)
+                              f"written {res['written']} {res.get('rejected', '')} {res.get('loop') or ''}",
+                              file=sys.stderr)
                         if res.get("steps"):  # where the engine's time on the event loop went, per row
                             print("    steps (ms/row on the loop): " + ", ".join(
                                 f"{name} {step['seconds'] * 1000 / res['rows']:.3f}"
@@ -156,14 +169,20 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait()
+    load_after = os.getloadavg()
+    loops = sorted({str(x.get("loop")) for (_, k), rs in results.items() if k == "datafactory" for x in rs})
     print(f"\n{args.rows} rows, server latency {args.latency * 1000:.0f} ms, {args.rounds} alternating "
-          "rounds (median)\n")
-    print("| in flight | ideal rows/s | raw aiohttp rows/s | datafactory rows/s | ratio | CPU ms/row (df / raw) "
-          "| peak RSS MB (df / raw) | written |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"rounds (median); datafactory on {', '.join(loops)}; load average before "
+          f"{load_before[0]:.2f} / after {load_after[0]:.2f} (1 min) on {os.cpu_count()} CPUs\n")
+    uv = "raw-uvloop" in kinds
+    print("| in flight | ideal rows/s | raw aiohttp rows/s | " + ("raw + uvloop rows/s | " if uv else "")
+          + "datafactory rows/s | ratio (vs raw) | " + ("ratio vs raw + uvloop | " if uv else "")
+          + "CPU ms/row (df / raw" + (" / raw+uv" if uv else "") + ") | peak RSS MB (df / raw) | written |")
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if uv else ""))
     for conc in args.concurrency:
         df = results[(conc, "datafactory")]
         raw = results.get((conc, "raw"), [])
+        rawuv = results.get((conc, "raw-uvloop"), [])
 
         def med(rs: list[dict[str, Any]], f: Any) -> float:
             return statistics.median(f(x) for x in rs) if rs else float("nan")
@@ -171,12 +190,22 @@ def main() -> None:
         df_rps, raw_rps = med(df, lambda x: x["rows"] / x["wall"]), med(raw, lambda x: x["rows"] / x["wall"])
         df_cpu = med(df, lambda x: x["cpu"] * 1000 / x["rows"])
         raw_cpu = med(raw, lambda x: x["cpu"] * 1000 / x["rows"])
-        ratio = statistics.median(a["wall"] and (a["rows"] / a["wall"]) / (b["rows"] / b["wall"])
-                                  for a, b in zip(df, raw, strict=True)) if raw else float("nan")
+        ratio, ratio_uv = _ratio(df, raw), _ratio(df, rawuv)
         ideal = conc / args.latency if args.latency else float("inf")
-        print(f"| {conc} | {ideal:.0f} | {raw_rps:.0f} | {df_rps:.0f} | {ratio:.2f} | {df_cpu:.2f} / {raw_cpu:.2f} "
+        uv_rps = f"{med(rawuv, lambda x: x['rows'] / x['wall']):.0f} | " if uv else ""
+        uv_ratio = f"{ratio_uv:.2f} | " if uv else ""
+        uv_cpu = f" / {med(rawuv, lambda x: x['cpu'] * 1000 / x['rows']):.2f}" if uv else ""
+        print(f"| {conc} | {ideal:.0f} | {raw_rps:.0f} | {uv_rps}{df_rps:.0f} | {ratio:.2f} | {uv_ratio}"
+              f"{df_cpu:.2f} / {raw_cpu:.2f}{uv_cpu} "
               f"| {med(df, lambda x: x['rss_mb']):.0f} / {med(raw, lambda x: x['rss_mb']):.0f} "
               f"| {int(med(df, lambda x: x['written']))} |")
+
+
+def _ratio(df: list[dict[str, Any]], raw: list[dict[str, Any]]) -> float:
+    """Median over rounds of datafactory's rows/s over the raw client's of the same round."""
+    if not raw:
+        return float("nan")
+    return statistics.median((a["rows"] / a["wall"]) / (b["rows"] / b["wall"]) for a, b in zip(df, raw, strict=True))
 
 
 if __name__ == "__main__":
