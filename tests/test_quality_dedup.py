@@ -55,10 +55,12 @@ def test_batch_tokenizer_agrees_with_scalar_normalisation_on_random_unicode(ques
     alphabet += "中😀\U0001e95e\x00{}\udc80"
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
     texts += questions[:300]
-    batch = tokenize_batch(texts)
-    for i, text in enumerate(texts):
-        assert batch.row_text(i) == normalize_text(text), repr(text)
-        assert batch.word_counts()[i] == len(normalize_words(text))
+    # with a NUL in some text the rows are found by their lengths, without one by the NULs joining them
+    for some in (texts, [t.replace("\x00", "") for t in texts]):
+        batch = tokenize_batch(some)
+        for i, text in enumerate(some):
+            assert batch.row_text(i) == normalize_text(text), repr(text)
+            assert batch.word_counts()[i] == len(normalize_words(text))
 
 
 def test_word_and_shingle_hashes_do_not_depend_on_the_batch() -> None:
