@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nspeed-up over datasketch's per-row path, same {len(subset)} rows, CPU time: {ratio:.1f}x")
     growth = max(peak - baseline - store.nbytes / 2**20, 0.0)
     scale = 1e6 / args.rows
-    note = "" if args.rows == 1_000_000 else f" (scaled from {args.rows} rows; tables grow in powers of two)"
+    note = "" if args.rows == 1_000_000 else f" (scaled from {args.rows} rows; tables grow by 1.5x)"
     print(f"memory per 1M rows{note}: gate holds {gate.nbytes * scale / 2**20:.0f} MiB; peak RSS growth "
           f"less the stored benchmark texts {growth * scale:.0f} MiB")
 

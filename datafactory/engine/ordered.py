@@ -16,6 +16,10 @@ no outcome yet: after a kill it is redone from the cache, like any row not commi
 
 Rows are announced with ``enter(seq)`` when a worker takes them (in input order) and leave with
 ``submit`` (finished) or ``drop`` (no outcome this pass: a deferred batch request, a stopped run).
+
+An exact dedup followed by a near dedup on the same field runs as one gate per batch (``dedup.fuse``:
+one text extraction and tokenisation, the same verdicts), and with ``expected_rows`` (the run's row
+count) the dedup memory is sized once at the start instead of rehashed as it fills.
 """
 
 from __future__ import annotations

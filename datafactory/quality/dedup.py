@@ -6,7 +6,8 @@ numpy hash tables and offer ``check_batch`` as the fast path (``check`` is a bat
 
 Why not datasketch here: its per-row path (``MinHash.update`` per shingle, ``MinHashLSH`` insert
 per row) runs at 1-6k rows/s and peaked at 661 MiB for 100k rows in our measurements, while numpy
-over a batch runs at 50k+ rows/s on one core in ~0.45 GB per 1M rows. datasketch stays the
+over a batch runs at ~45k rows/s on one core in ~0.35 GB per 1M rows (on the engine's micro-batches
+of 64, exact + near: ~50k rows/s, ``benchmarks/engine_gates.py``). datasketch stays the
 reference that ``benchmarks/dedup.py`` and the tests compare against.
 """
 
@@ -87,7 +88,8 @@ class ExactDedup(_TokenGate):
 
     The key is xxh3_64 of the normalised text, so a copy that only changes case, spacing or
     punctuation is not new data. Empty text is never judged here: two empty answers are a parse
-    problem for EmptyFieldFilter to name, not duplicates. Memory: ~40 bytes per kept row.
+    problem for EmptyFieldFilter to name, not duplicates. Memory: ~40 bytes per kept row (its
+key and ordinal in the table, its label).
     """
 
     name = "exact_dedup"
@@ -144,7 +146,7 @@ class NearDedup(_TokenGate):
     pairs below the threshold but let through about half of the true near copies sitting at it (the
     estimate's standard deviation is ~0.035 at 128 functions), and for "is this output new data"
     recall matters more; raise ``threshold`` to reject less. It also means no signatures are kept:
-    memory is the band keys, ~0.45 KB per kept row at 1M rows (``nbytes``).
+    memory is the band keys, ~0.35 KB per kept row (16 keys at 17-26 bytes, ``nbytes``).
     """
 
     name = "near_dedup"

@@ -22,11 +22,12 @@ class HashTable:
 
     A key lives in its home bucket (multiply-shift of its top 32 bits, so any bucket count is
     uniform) or, when that bucket was full, in a dict (``spill``: at most ~4% of the keys, at the
-    highest load). A probe of many keys is one gather of their buckets and one comparison — a
-    fixed handful of numpy calls — where linear probing needed a loop of passes over the longer
-    chains. Memory: 12 bytes a slot, 17-26 bytes a key at its 0.47-0.7 load (``GROWTH`` 1.5).
-    Growing keeps the bucket order (a key's new home is at or after its old one), so it rehashes
-    in place, from the last bucket down, in the reallocated arrays: no second table at the peak.
+    highest load; only buckets marked as having spilled are looked up there). A probe of many keys is
+    one gather of their buckets and one comparison — a fixed handful of numpy calls — where linear
+    probing needed a loop of passes over the longer chains. Memory: 12 bytes a slot, 17-26 bytes a key
+    at its 0.47-0.7 load (``GROWTH`` 1.5). A run of known size ``reserve``s once; otherwise growing
+    rehashes in place, from the last bucket down, in the reallocated arrays (a key's new home is at or
+    after its old one), so no second table is built beside the first.
     Key 0 marks an empty slot, so callers never store it (their keys map 0 to 1)."""
 
     SLOTS = 8
