@@ -14,8 +14,6 @@ every test item, a criterion independent of the gate's score), with their count.
 The rephrase weights and threshold (``decontam_score.WEIGHTS``, ``decontam_verify.WEIGHTS`` and
 ``THRESHOLD``) were fitted on even-numbered test and train rows (``--fit`` refits and prints them; needs
 scikit-learn); the table reports odd-numbered rows only, so every number is on rows the fit did not see.
-The synonym classes (``datafactory/data/decontam/synonyms.txt``) come from WordNet, not from the
-transformations' synonym table (which they share 32 of 87 substitutions with).
 
 Methods: ``ngram13`` (a shared normalised 13-word run: the gate before issue 14), ``c8`` (masked word
 8-gram containment >= 0.5), ``minhash`` (MinHash Jaccard of masked word 3-grams, 128 permutations, >= 0.5,

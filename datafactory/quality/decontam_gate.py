@@ -5,11 +5,10 @@ Three methods, cheapest verdict first, all over one tokenisation shared with the
 
 * ``ngram``: a normalised word ``ngram`` (13) shared with an eval item (:class:`Decontaminator`);
 * ``rephrase``, in two stages: the rephrase score of :class:`~datafactory.quality.decontam_score.RephraseIndex`
-  (words read as their WordNet synonym class, names/numbers/rare words masked, 3/2/1-gram containment plus
-  the item's names and numbers: what a reordered, renamed, renumbered or reworded copy keeps) ranks every
-  eval item; then the two best are checked for the same *shape* (words, digit words, sentences, and how far
-  the best stands out: :mod:`~datafactory.quality.decontam_verify`); a verdict score at or above
-  ``threshold`` rejects;
+  (names/numbers/rare words masked, 3/2/1-gram containment plus the item's names and numbers: what a
+  reordered, renamed, renumbered or reworded copy keeps) ranks every eval item; then the two best are
+  checked for the same *shape* (words, digit words, sentences, and how far the best stands out:
+  :mod:`~datafactory.quality.decontam_verify`); a verdict score at or above ``threshold`` rejects;
 * ``identity``: the text's names, numbers and rare words are (nearly) those of one of its two nearest
   items (Jaccard >= 0.6, 3 or more shared, verdict score >= 0.45) — a free rewording that kept the
   quantities and the cast.
@@ -59,7 +58,7 @@ class DecontamGate:
     def __init__(self, fields: FieldSpec = ("question",), eval_sets: Sequence[EvalSpec] = ("gsm8k",),
                  text_field: str = "question", *, ngram: int = 13, methods: Sequence[str] = METHODS,
                  threshold: float = THRESHOLD, inputs: Sequence[str] = (), judge: bool = False,
-                 judge_above: float = 0.50, judge_top_k: int = 2) -> None:
+                 judge_above: float = 0.48, judge_top_k: int = 2) -> None:
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(methods)}")

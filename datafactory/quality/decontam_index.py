@@ -34,11 +34,6 @@ _FUNCTION_WORDS = ("a an the how what which who whom whose when where why if the
                    "for from by with as is are was were be been do does did can could will would shall should "
                    "may might must he she it they we you i his her its their our your this that these those "
                    "there here after before each every all some any no not one")
-# words never read as WordNet synonyms (decontam_synonyms): function words, and the few whose WordNet senses
-# are unrelated nouns ("does": doe, "in": inch, "us": United States, "can": tin)
-STOP_WORDS = _FUNCTION_WORDS + (" am being into onto over under about than off out up down me him them us my "
-                                "mine yours hers ours theirs itself himself herself themselves yourself also "
-                                "just only very too another such both either neither nor yet still per via")
 NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
                 "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety "
                 "hundred thousand million billion half halves third thirds quarter quarters twice thrice double "

@@ -1,8 +1,7 @@
 """The rephrase score: how likely a text is a rephrasing of an eval item, for every (text, item) pair.
 
-Features (each in [0, 1], from :mod:`datafactory.quality.decontam_index`, every word read as its WordNet
-synonym class first (:mod:`datafactory.quality.decontam_synonyms`) and masked so that names and numbers do
-not count as wording):
+Features (each in [0, 1], from :mod:`datafactory.quality.decontam_index`, words masked so that names and
+numbers do not count as wording):
 
 * ``c3``, ``c2``, ``c1``: idf-weighted containment of the item's masked word 3-, 2- and 1-grams in the text;
 * ``names``: containment of the item's own names, numbers and rare words (what a rewording keeps);
@@ -30,38 +29,25 @@ from datafactory.quality.decontam_index import (
     mask_tokens,
     ordinary_words,
 )
-from datafactory.quality.decontam_synonyms import synonym_map
 from datafactory.quality.normalize import I64, U64, TokenBatch, mix64, tokenize_batch
 from datafactory.quality.shingle import WordRuns
 
 FEATURES = ("c3", "c2", "c1", "names", "r2", "r1")
-WEIGHTS = (0.5007, -0.05, 0.0652, 0.1159, 0.2631, 0.0552)
+WEIGHTS = (0.2304, -0.0081, 0.0949, 0.1036, 0.4017, 0.1693)
 MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
-
-
-class CanonBatch(TokenBatch):
-    """A token batch whose words are already synonym class words (so :meth:`RephraseIndex.canon` is a no-op)."""
-
-    __slots__ = ()
-    canonical = True
 
 
 class RephraseIndex:
     """Scores texts against eval items by the rephrase score; one pass of matrix work per batch."""
 
-    def __init__(self, texts: Sequence[str], weights: Sequence[float] = WEIGHTS, synonyms: bool = True) -> None:
+    def __init__(self, texts: Sequence[str], weights: Sequence[float] = WEIGHTS) -> None:
         if len(weights) != len(FEATURES):
             raise ValueError(f"one weight per feature {FEATURES}, got {len(weights)}")
         self.weights = tuple(float(w) for w in weights)
         self.items = len(texts)
-        self.synonyms = synonym_map() if synonyms else None
-        self._canon_last: tuple[TokenBatch, TokenBatch] | None = None
-        self._resolve: KeyTable | None = None  # set once the index is built
         self.ordinary = ordinary_words(texts)
-        if self.synonyms is not None:  # a word is ordinary when its class is
-            self.ordinary = np.unique(self.synonyms.map(self.ordinary))
         self._ordinary = KeyTable(self.ordinary)
-        raw = self.canon(tokenize_batch(list(texts)))
+        raw = tokenize_batch(list(texts))
         self.masked = mask_tokens(raw, self.inside(raw))  # the items' masked words (for lcs_ratio)
         self.c3, self.c2 = GramIndex(3, max_df=0.02), GramIndex(2, max_df=0.02)
         self.c3.build(self.masked)
@@ -85,39 +71,9 @@ class RephraseIndex:
         self._is2 = np.arange(len(self._post23)) >= self._grams23.first_of[1]
         self._post1 = w1 * self.words.share_ord + wn * self.words.share_name
         self._post1_count = wr1 * self.words.post_count
-        if self.synonyms is not None:
-            # one look-up per word of a batch for all three answers: its class word, ordinary?, word-index key
-            words = np.union1d(self.synonyms.forms, known)
-            self._resolve_class = self.synonyms.map(words)
-            at = self._known.find(self._resolve_class)
-            self._resolve_inside = (at >= 0) & self._known_ordinary[np.maximum(at, 0)]
-            self._resolve_key = np.where(at >= 0, self._known_key[np.maximum(at, 0)], -1)
-            self._resolve = KeyTable(words)
-
-    def canon(self, tokens: TokenBatch) -> TokenBatch:
-        """``tokens`` with each word read as its synonym class word (:mod:`decontam_synonyms`); every public
-        method takes normalised tokens and calls this first. The last batch's answer is kept."""
-        if self.synonyms is None or getattr(tokens, "canonical", False):
-            return tokens
-        last = self._canon_last
-        if last is not None and (last[0] is tokens or last[1] is tokens):
-            return last[1]
-        if self._resolve is None:  # building the index
-            words = self.synonyms.map(tokens.word_hashes)
-        else:
-            at = self._resolve.find(tokens.word_hashes)
-            hit, at = at >= 0, np.maximum(at, 0)
-            words = np.where(hit, self._resolve_class[at], tokens.word_hashes)
-            found = (hit & self._resolve_inside[at], np.where(hit, self._resolve_key[at], -1))
-        out = CanonBatch(tokens.text, tokens.text_offsets, words, tokens.word_offsets)
-        if self._resolve is not None:
-            self._last = (out, found)
-        self._canon_last = (tokens, out)
-        return out
 
     def masked_of(self, tokens: TokenBatch) -> TokenBatch:
-        """``tokens`` as the index reads them: synonym classes, names, numbers and rare words masked."""
-        tokens = self.canon(tokens)
+        """``tokens`` as the index reads them: names, numbers and rare words masked."""
         return mask_tokens(tokens, self.inside(tokens))
 
     def lookup(self, tokens: TokenBatch) -> tuple[npt.NDArray[np.bool_], I64]:
@@ -140,9 +96,7 @@ class RephraseIndex:
 
     def inside(self, tokens: TokenBatch) -> npt.NDArray[np.bool_]:
         """Which words of ``tokens`` are ordinary (kept by the mask)."""
-        if self._resolve is not None:
-            return self.lookup(self.canon(tokens))[0]
-        return self._ordinary.find(self.canon(tokens).word_hashes) >= 0
+        return self._ordinary.find(tokens.word_hashes) >= 0
 
     def _oov_words(self, tokens: TokenBatch, rows: I64) -> tuple[I64, U64]:
         """The distinct (row, word) pairs of ``rows`` whose word is not ordinary (names, numbers, rare words)."""
@@ -157,7 +111,6 @@ class RephraseIndex:
 
     def masked_counts(self, tokens: TokenBatch) -> I64:
         """Per row: how many of its words the mask hides (names, numbers, rare words)."""
-        tokens = self.canon(tokens)
         inside = self.lookup(tokens)[0]
         row_of = np.repeat(np.arange(len(tokens)), tokens.word_counts())
         return np.bincount(row_of[~inside], minlength=len(tokens)).astype(np.int64)
@@ -171,7 +124,6 @@ class RephraseIndex:
         """For ``rows`` of ``tokens`` and their ``candidates`` (items, one row of them each): how many names,
         numbers and rare words row and item share, and the Jaccard of the two sets."""
         shared = np.zeros(candidates.shape, np.int64)
-        tokens = self.canon(tokens)
         if not len(rows):
             return shared, np.zeros(candidates.shape, np.float64)
         r, w = self._oov_words(tokens, rows)
@@ -189,7 +141,6 @@ class RephraseIndex:
 
     def parts(self, tokens: TokenBatch) -> list[npt.NDArray[np.float32]]:
         """The features, in ``FEATURES`` order, each a (rows, items) matrix."""
-        tokens = self.canon(tokens)
         masked = mask_tokens(tokens, self.inside(tokens))
         c3 = self.c3.dense(masked)
         c2, r2 = self.c2.dense_both(masked)
@@ -203,7 +154,6 @@ class RephraseIndex:
     def scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
         """(rows, items) rephrase scores of each row of ``tokens`` (normalised words) against each item:
         ``features(tokens) @ weights``, every term summed by one ``bincount`` over the postings."""
-        tokens = self.canon(tokens)
         step = max(1, MAX_CELLS // max(self.items, 1))
         if step >= len(tokens):
             return self._scores(tokens)

@@ -101,14 +101,14 @@ class DecontaminateConfig:
         "`ngram` (a shared word n-gram), `rephrase` (masked n-gram containment + names/numbers: reordered, "
         "renamed, renumbered, reworded copies), `identity` (the names, numbers and rare words of a near item)",
         check=_methods))
-    threshold: float = field(default=0.579, metadata=doc(
+    threshold: float = field(default=0.570, metadata=doc(
         "`rephrase` verdict score (wording, then shape against the 2 nearest items) at or above which a text is "
-        "contaminated (0.579: 0.7% false positives on GSM8K train, see benchmarks/decontam.py)", check=_share))
+        "contaminated (0.570: 0.7% false positives on GSM8K train, see benchmarks/decontam.py)", check=_share))
     inputs: list[str] = field(default_factory=list, metadata=doc(
         "mapped input fields checked before the request: a contaminated input row costs nothing"))
     judge: bool = field(default=False, metadata=doc(
         "ask the pipeline's model \"same problem?\" about borderline records (cached, counted in cost)"))
-    judge_above: float = field(default=0.50, metadata=doc(
+    judge_above: float = field(default=0.48, metadata=doc(
         "`rephrase` score from which a kept record goes to the judge", check=_share))
     judge_top_k: int = field(default=2, metadata=doc("nearest eval items the judge compares", check=positive))
 
