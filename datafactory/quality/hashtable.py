@@ -35,7 +35,7 @@ class HashTable:
     MAX_LOAD = 0.7
     GROWTH = 1.5
     GROW_CHUNK = 8192  # buckets rehashed per numpy pass: temporaries stay ~2 MB
-    MAX_RESERVE = 1 << 22  # buckets (400 MB): what reserve() takes ahead of need at most
+    MAX_RESERVE = 1 << 21  # buckets (200 MB, ~1.2M rows of near dedup): what reserve() takes ahead at most
 
     def __init__(self, buckets: int = 64) -> None:
         self.size = 0
