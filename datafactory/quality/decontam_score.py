@@ -35,6 +35,7 @@ from datafactory.quality.shingle import WordRuns
 FEATURES = ("c3", "c2", "c1", "names", "r2", "r1")
 WEIGHTS = (0.2304, -0.0081, 0.0949, 0.1036, 0.4017, 0.1693)
 MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
+_POSTING = np.dtype([("base", "<f8"), ("item", "<i8")])
 
 
 class RephraseIndex:
@@ -63,14 +64,33 @@ class RephraseIndex:
         held = self.words.grams.keys[at] == known if len(self.words.grams.keys) else np.zeros(len(known), np.bool_)
         self._known_key = np.where(held, at, -1)
         self._last: tuple[TokenBatch, tuple[npt.NDArray[np.bool_], I64]] | None = None
+        self._rows: tuple[TokenBatch, I64] | None = None
         self._build_identity(raw)  # each item's names, numbers and rare words
-        w3, w2, w1, wn, _, wr1 = self.weights  # what each posting adds to its cell's score
+        w3, w2, w1, wn, wr2, wr1 = self.weights  # what each posting adds to its cell's score
         # the 3- and 2-gram postings of a batch found in one pass; a 2-gram posting also adds to ``r2``
         self._grams23 = MergedGrams([self.c3, self.c2])
         self._post23 = np.concatenate([w3 * self.c3.post_share, w2 * self.c2.post_share])
         self._is2 = np.arange(len(self._post23)) >= self._grams23.first_of[1]
         self._post1 = w1 * self.words.share_ord + wn * self.words.share_name
         self._post1_count = wr1 * self.words.post_count
+        # the 3-, 2-gram and word postings as one CSR (word keys after the n-gram keys): a batch's distinct
+        # (row, key) pairs of all three are sorted, de-duplicated and expanded once. A posting's weight is
+        # ``base + num / den``, ``den`` the row's 2-grams (class 0) or words (class 1): the same float
+        # operations as term by term, and per (row, item) the same postings in the same order
+        words = self.words.grams
+        self._keys23 = len(self._grams23.keys)
+        self._keys_all = self._keys23 + len(words.keys)
+        self._offsets = np.concatenate((self._grams23.offsets, words.offsets[1:] + self._grams23.offsets[-1]))
+        self._lens = np.diff(self._offsets)
+        # per posting its weight's base and its item, side by side (one gather)
+        self._postings = np.empty(len(self._offsets) - 1 and int(self._offsets[-1]), _POSTING)
+        self._postings["base"] = np.concatenate((self._post23, self._post1))
+        self._postings["item"] = np.concatenate((self._grams23.items, words.items))
+        # per key: ``num`` (wr2 for a 2-gram, 0 for a 3-gram, wr1 for an ordinary word, 0 for a name) and
+        # the class of ``den``; a posting's ``num`` is its key's (``_is2``, ``post_count`` are per key)
+        is2_key = np.arange(self._keys23) >= len(self.c3.keys)
+        self._key_num = np.concatenate((np.where(is2_key, wr2, 0.0), wr1 * self.words.ordinary_key.astype(np.float64)))
+        self._key_class = np.concatenate((np.zeros(self._keys23, np.int64), np.ones(len(words.keys), np.int64)))
 
     def masked_of(self, tokens: TokenBatch) -> TokenBatch:
         """``tokens`` as the index reads them: names, numbers and rare words masked."""
@@ -84,6 +104,14 @@ class RephraseIndex:
         found = self._lookup(tokens)
         self._last = (tokens, found)
         return found
+
+    def rows_of(self, tokens: TokenBatch) -> I64:
+        """The row of each word of ``tokens`` (kept for the last batch, like :meth:`lookup`)."""
+        if self._rows is not None and self._rows[0] is tokens:
+            return self._rows[1]
+        rows = np.repeat(np.arange(len(tokens)), tokens.word_counts())
+        self._rows = (tokens, rows)
+        return rows
 
     def _lookup(self, tokens: TokenBatch) -> tuple[npt.NDArray[np.bool_], I64]:
         at = self._known.find(tokens.word_hashes)
@@ -99,12 +127,15 @@ class RephraseIndex:
         return self._ordinary.find(tokens.word_hashes) >= 0
 
     def _oov_words(self, tokens: TokenBatch, rows: I64) -> tuple[I64, U64]:
-        """The distinct (row, word) pairs of ``rows`` whose word is not ordinary (names, numbers, rare words)."""
+        """The distinct (row, word) pairs of ``rows`` whose word is not ordinary (names, numbers, rare words),
+        by word."""
         inside = self.lookup(tokens)[0]
-        row_of = np.repeat(np.arange(len(tokens)), tokens.word_counts())
-        pick = np.flatnonzero(np.isin(row_of, rows) & ~inside)
+        row_of = self.rows_of(tokens)
+        wanted = np.zeros(len(tokens), np.bool_)
+        wanted[rows] = True
+        pick = np.flatnonzero(wanted[row_of] & ~inside)
         r, w = row_of[pick], tokens.word_hashes[pick]
-        order = np.lexsort((w, r))
+        order = np.argsort(w, kind="stable")  # by word, rows ascending within a word: equal pairs adjacent
         r, w = r[order], w[order]
         first = np.concatenate((r[:1] == r[:1], (r[1:] != r[:-1]) | (w[1:] != w[:-1])))
         return r[first], w[first]
@@ -112,8 +143,7 @@ class RephraseIndex:
     def masked_counts(self, tokens: TokenBatch) -> I64:
         """Per row: how many of its words the mask hides (names, numbers, rare words)."""
         inside = self.lookup(tokens)[0]
-        row_of = np.repeat(np.arange(len(tokens)), tokens.word_counts())
-        return np.bincount(row_of[~inside], minlength=len(tokens)).astype(np.int64)
+        return np.bincount(self.rows_of(tokens)[~inside], minlength=len(tokens)).astype(np.int64)
 
     def _build_identity(self, raw: TokenBatch) -> None:
         rows, words = self._oov_words(raw, np.arange(len(raw)))
@@ -164,24 +194,29 @@ class RephraseIndex:
         return out
 
     def _scores(self, tokens: TokenBatch) -> npt.NDArray[np.float32]:
-        _, _, _, _, wr2, wr1 = self.weights
         rows_n, cells = len(tokens), len(tokens) * self.items
         inside, word_keys = self.lookup(tokens)
         masked = mask_tokens(tokens, inside)
-        runs = WordRuns(masked)
-        counts = tokens.word_counts()
-        pairs, weights = [], []
-        p23, f23, r23 = self._grams23.postings(masked, runs)
-        if p23 is not None:
-            pairs.append(p23)
-            weights.append(self._post23[f23] + np.where(self._is2[f23], wr2 / np.maximum(counts - 1, 1)[r23], 0.0))
-        p1, f1, r1 = self.words.grams.postings(tokens, at=word_keys)
-        if p1 is not None:
-            pairs.append(p1)
-            weights.append(self._post1[f1] + self._post1_count[f1] / np.maximum(counts, 1)[r1])
-        if not pairs:
+        grams, gram_rows = self._grams23._grams(masked, WordRuns(masked))
+        at = self._grams23.table.find(grams)
+        found, known = np.flatnonzero(at >= 0), np.flatnonzero(word_keys >= 0)
+        width = self._keys_all
+        codes = np.concatenate((gram_rows[found] * width + at[found],
+                                self.rows_of(tokens)[known] * width + (word_keys[known] + self._keys23)))
+        if not len(codes):
             return np.zeros((rows_n, self.items), np.float32)
-        linear = np.bincount(np.concatenate(pairs), weights=np.concatenate(weights), minlength=cells)
+        codes.sort()
+        codes = codes[np.concatenate((codes[:1] == codes[:1], codes[1:] != codes[:-1]))]  # distinct (row, key)
+        rows, key = codes // width, codes % width
+        lens = self._lens[key]
+        ends = np.cumsum(lens)
+        flat = np.arange(int(ends[-1])) + np.repeat(self._offsets[key] - (ends - lens), lens)
+        counts = tokens.word_counts()
+        den = np.concatenate((np.maximum(counts - 1, 1), np.maximum(counts, 1)))  # per row: its 2-grams, words
+        term = np.repeat(self._key_num[key] / den[self._key_class[key] * rows_n + rows], lens)
+        postings = self._postings.take(flat)
+        weights = postings["base"] + term
+        linear = np.bincount(np.repeat(rows * self.items, lens) + postings["item"], weights=weights, minlength=cells)
         return linear.reshape(rows_n, self.items).astype(np.float32)
 
     def best(self, tokens: TokenBatch, top: int = 1) -> tuple[I64, npt.NDArray[np.float32]]:
