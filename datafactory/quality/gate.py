@@ -52,9 +52,13 @@ class SeedableGate(Gate, Protocol):
 
 
 def check_all(gate: Gate, records: Sequence[Record]) -> list[Reject | None]:
-    """Run ``gate`` over ``records`` in order, through its batch path when it has one."""
-    if isinstance(gate, BatchGate):
-        return gate.check_batch(records)
+    """Run ``gate`` over ``records`` in order, through its batch path when it has one.
+
+    (``getattr``, not ``isinstance(gate, BatchGate)``: a runtime Protocol check costs ~18 us, and the
+    engine asks once per gate per micro-batch.)"""
+    many = getattr(gate, "check_batch", None)
+    if many is not None:
+        return many(records)
     return [gate.check(record) for record in records]
 
 
