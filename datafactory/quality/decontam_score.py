@@ -36,6 +36,7 @@ FEATURES = ("c3", "c2", "c1", "names", "r2", "r1")
 WEIGHTS = (0.2304, -0.0081, 0.0949, 0.1036, 0.4017, 0.1693)
 MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
 _POSTING = np.dtype([("base", "<f8"), ("item", "<i8")])
+_PER_KEY = np.dtype([("cell", "<i8"), ("term", "<f8"), ("shift", "<i8")])
 
 
 class RephraseIndex:
@@ -210,13 +211,18 @@ class RephraseIndex:
         rows, key = codes // width, codes % width
         lens = self._lens[key]
         ends = np.cumsum(lens)
-        flat = np.arange(int(ends[-1])) + np.repeat(self._offsets[key] - (ends - lens), lens)
         counts = tokens.word_counts()
         den = np.concatenate((np.maximum(counts - 1, 1), np.maximum(counts, 1)))  # per row: its 2-grams, words
-        term = np.repeat(self._key_num[key] / den[self._key_class[key] * rows_n + rows], lens)
-        postings = self._postings.take(flat)
-        weights = postings["base"] + term
-        linear = np.bincount(np.repeat(rows * self.items, lens) + postings["item"], weights=weights, minlength=cells)
+        # per (row, key): its first cell, its row term and where its postings start, repeated once per posting
+        # in one call (three repeats of plain arrays cost ~3.5x more)
+        per_key = np.empty(len(key), _PER_KEY)
+        per_key["cell"] = rows * self.items
+        per_key["term"] = self._key_num[key] / den[self._key_class[key] * rows_n + rows]
+        per_key["shift"] = self._offsets[key] - (ends - lens)
+        each = np.repeat(per_key, lens)
+        postings = self._postings.take(np.arange(int(ends[-1])) + each["shift"])
+        weights = postings["base"] + each["term"]
+        linear = np.bincount(each["cell"] + postings["item"], weights=weights, minlength=cells)
         return linear.reshape(rows_n, self.items).astype(np.float32)
 
     def best(self, tokens: TokenBatch, top: int = 1) -> tuple[I64, npt.NDArray[np.float32]]:
