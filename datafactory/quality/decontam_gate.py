@@ -164,16 +164,21 @@ class DecontamGate:
                     if sh[c] >= IDENTITY_SHARED and jac[c] >= IDENTITY_JACCARD:
                         same[j] = (cand[c], sh[c], jac[c])
                         break
-        for j, row in enumerate(rest.tolist()):
-            if "rephrase" in self.methods and scores[j, 0] >= self.threshold:
-                out[row] = self._reject(int(items[j, 0]), "rephrase", float(scores[j, 0]), stage)
-                continue
-            if j in same:
+        rephrased = (np.flatnonzero(scores[:, 0] >= self.threshold).tolist() if "rephrase" in self.methods
+                     else [])
+        rows = rest.tolist()
+        for j in sorted({*rephrased, *same}):  # in row order (the counters' keys appear in that order)
+            if j in same:  # never a rephrase reject too: those rows are not compared for identity
                 item, count, jac = same[j]
-                out[row] = self._reject(item, "identity", jac, stage, f" ({count} names/numbers in common)")
-            if out[row] is None and self.judge_enabled:
-                self._nearest[texts[row]] = [(int(i), float(s)) for i, s in zip(items[j, :self.judge_top_k],
-                                             scores[j, :self.judge_top_k], strict=True) if s >= self.judge_above]
+                out[rows[j]] = self._reject(item, "identity", jac, stage, f" ({count} names/numbers in common)")
+            else:
+                out[rows[j]] = self._reject(int(items[j, 0]), "rephrase", float(scores[j, 0]), stage)
+        if self.judge_enabled:
+            k = self.judge_top_k
+            for j, row in enumerate(rows):
+                if out[row] is None:
+                    pairs = zip(items[j, :k].tolist(), scores[j, :k].tolist(), strict=True)
+                    self._nearest[texts[row]] = [(i, s) for i, s in pairs if s >= self.judge_above]
         return out
 
     def verify(self, tokens: TokenBatch, texts: Sequence[str], items: np.ndarray,
@@ -187,10 +192,18 @@ class DecontamGate:
             return out
         assert self.index is not None
         mine = row_shapes(tokens, self.index.masked_counts(tokens), texts, rows)
-        out[rows] = verdict_scores(features(self.shapes, mine, items[rows], first[rows]))
-        order = np.argsort(-out[rows], axis=1, kind="stable")
-        items[rows] = np.take_along_axis(items[rows], order, axis=1)
-        out[rows] = np.take_along_axis(out[rows], order, axis=1)
+        picked = items[rows]
+        scores = verdict_scores(features(self.shapes, mine, picked, first[rows]))
+        if scores.shape[1] == 2:  # the stable sort of two: swap where the runner-up now scores higher
+            swap = np.flatnonzero(scores[:, 1] > scores[:, 0])
+            scores[swap] = scores[swap, ::-1]
+            picked[swap] = picked[swap, ::-1]
+        else:
+            order = np.argsort(-scores, axis=1, kind="stable")
+            picked = np.take_along_axis(picked, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+        items[rows] = picked
+        out[rows] = scores
         return out
 
     def candidates(self, text: str) -> list[tuple[int, float]]:
