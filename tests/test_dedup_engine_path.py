@@ -28,6 +28,16 @@ def rec(i: int | str, text: str) -> Record:
     return Record(id=f"r{i}", source={}, fields={"q": text}, meta={"seq": i} if isinstance(i, int) else {})
 
 
+def feed(step: OrderedGates, texts: list[str]) -> None:
+    """Every text as one row with one record, rows entered in order first (as the scheduler does), then closed."""
+    for i in range(1, len(texts) + 1):
+        step.enter(i)
+    for i, text in enumerate(texts, 1):
+        r = rec(i, text)
+        step.submit(r, [r])
+    step.close()
+
+
 def mixed_texts(questions: list[str], n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     out = []
@@ -73,12 +83,7 @@ def test_ordered_step_runs_exact_and_near_as_one_pass_with_the_same_outcomes(que
         out: list[tuple[str, str | None]] = []
         step = OrderedGates(gates, lambda row, outs: out.extend((r.id, r.meta.get("reason")) for r in outs),
                             max_wait_s=0, max_size=64)
-        for i in range(1, len(texts) + 1):
-            step.enter(i)
-        for i, text in enumerate(texts, 1):
-            r = rec(i, text)
-            step.submit(r, [r])
-        step.close()
+        feed(step, texts)
         return out
 
     fused = outcomes([ExactDedup("q"), NearDedup("q")])
@@ -185,12 +190,7 @@ def test_a_run_of_known_size_sizes_the_dedup_memory_once_and_never_rehashes(ques
     sizes = (exact._table.buckets, near._table.buckets)
     assert near._table.buckets * HashTable.SLOTS * HashTable.MAX_LOAD >= 1000 * near.bands
     texts = questions[:900] + mixed_texts(questions, 94, seed=5)
-    for i in range(1, len(texts) + 1):
-        step.enter(i)
-    for i, text in enumerate(texts, 1):
-        r = rec(i, text)
-        step.submit(r, [r])
-    step.close()
+    feed(step, texts)
     assert near._table.size > 500 * near.bands  # it filled up...
     assert (exact._table.buckets, near._table.buckets) == sizes  # ...without growing
     unsized = NearDedup("q")
