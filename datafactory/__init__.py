@@ -39,8 +39,8 @@ _LAZY = {
     "Pipeline": ("datafactory.config.pipeline", "Pipeline"),
     "augment": ("datafactory.engine.augment", "augment"),
     "augment_async": ("datafactory.engine.augment", "augment_async"),
-    "plan": ("datafactory.engine.augment", "plan"),
-    "Plan": ("datafactory.engine.augment", "Plan"),
+    "plan": ("datafactory.engine.plan", "plan"),
+    "Plan": ("datafactory.engine.plan", "Plan"),
     "Stats": ("datafactory.engine.stats", "Stats"),
     "build_info": ("datafactory.formats.dataset_info", "build_info"),
     "train_eval": ("datafactory.train.pipeline", "train_eval"),
@@ -50,7 +50,8 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from datafactory.config.pipeline import Pipeline, load_pipeline
-    from datafactory.engine.augment import Plan, augment, augment_async, plan
+    from datafactory.engine.augment import augment, augment_async
+    from datafactory.engine.plan import Plan, plan
     from datafactory.engine.stats import Stats
     from datafactory.errors import DatafactoryError
     from datafactory.formats.dataset_info import build_info

@@ -261,7 +261,7 @@ def _show_library_warnings() -> None:
 
 
 def _print_plan(pipe: Any) -> int:
-    from datafactory.engine.augment import plan
+    from datafactory.engine.plan import plan
 
     result = plan(pipe)
     print(f"pipeline {pipe.name}: model {pipe.provider.model} ({pipe.provider.kind}), input {pipe.input.path}")

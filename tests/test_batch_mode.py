@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from datafactory.config.pipeline import load_pipeline
-from datafactory.engine.augment import augment, plan
+from datafactory.engine.augment import augment
 from datafactory.engine.batch.split import split
+from datafactory.engine.plan import plan
 from datafactory.errors import ConfigError
 from datafactory.testing.batch_api import api_for
 from datafactory.testing.faults import default_responder

@@ -247,7 +247,7 @@ def test_dry_run_counts_unusable_rows_and_honours_limit(make_project, server):
     proj = make_project(rows=rows)
     with proj.input.open("a") as fh:
         fh.write("not json\n")
-    from datafactory.engine.augment import plan
+    from datafactory.engine.plan import plan
 
     result = plan(proj.pipeline)
     assert (result.rows, result.bad_rows) == (1, 2)

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SENTINEL_KEY
+from conftest import SENTINEL_KEY, run_cli
 
 from datafactory import load_pipeline
 from datafactory.engine.cache import Cache
+from datafactory.engine.plan import plan
 from datafactory.engine.ratelimit import Limits
 from datafactory.engine.requester import Requester, expected_completion_tokens
 from datafactory.engine.stats import Stats
@@ -56,6 +57,23 @@ def test_a_test_question_given_as_input_costs_no_request_and_is_rejected_naming_
     assert "gsm8k-test:222 ngram13 1.00" in rejected["last_error"]
     assert stats.rejected["contaminated"] == 1 and stats.written == 2
     proj.assert_accounted()
+
+
+def test_dry_run_counts_a_test_question_given_as_input_as_unusable_and_prices_only_the_rest(make_project, server):
+    clean = "Sam has 4 apples and buys 3 more. How many apples does Sam have now?"
+    rows = [{"qid": "q0", "question": clean, "answer": "#### 7"},
+            {"qid": "q1", "question": gsm8k_question(222), "answer": "#### 140"}]
+    proj = make_project(rows, quality={"decontaminate": {"fields": ["question"], "inputs": ["question"]}})
+    dry = plan(proj.pipeline)
+    assert (dry.rows, dry.requests, dry.bad_rows, dry.unusable) == (1, 1, 1, {"contaminated": 1})
+    assert "gsm8k-test:222 ngram13 1.00" in dry.unusable_examples["contaminated"]
+    assert ":2:" in dry.unusable_examples["contaminated"]  # file:line of the row
+    res = run_cli("augment", str(proj.pipeline), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "rows: 1 (+1 unusable)" in res.stdout and "unusable, contaminated: 1 rows" in res.stdout
+    assert server.requests == 0
+    alone = make_project(rows[:1], quality={"decontaminate": {"fields": ["question"], "inputs": ["question"]}})
+    assert plan(alone.pipeline).prompt_tokens == dry.prompt_tokens  # the rejected row is not priced
 
 
 def test_unmapped_input_variable_or_unknown_method_is_a_config_error_naming_the_key(make_project):

@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,15 @@ from datafactory.engine.input import release as release_input
 from datafactory.engine.process import RowProcessor
 from datafactory.engine.progress import NoProgress, Progress, auto_progress
 from datafactory.engine.ratelimit import Limits
-from datafactory.engine.requester import Requester, estimate_tokens, expected_completion_tokens
+from datafactory.engine.requester import Requester, expected_completion_tokens
 from datafactory.engine.runloop import loop_name, paced_gc, running_loop_name
 from datafactory.engine.runloop import run as run_loop
 from datafactory.engine.scheduler import Scheduler
 from datafactory.engine.signals import routed
 from datafactory.engine.stats import Stats
 from datafactory.errors import InputError, RunStopped
-from datafactory.io.readers import BadRow, detect_format, iter_rows
+from datafactory.io.readers import BadRow, detect_format
 from datafactory.io.rundir import RunDir
-from datafactory.providers.pricing import batch_cost, cost
 from datafactory.providers.registry import api_key_for, create_provider
 from datafactory.record import Record
 from datafactory.report.timeline import record_timeline
@@ -284,57 +282,3 @@ def _input_texts(pipe: Pipeline, variables: list[str], counted: list[int]) -> It
             if isinstance(value, str) and value:
                 yield value
     counted.append(n)
-
-
-# ---------------------------------------------------------------------------- dry run
-@dataclass
-class Plan:
-    """What ``--dry-run`` reports: nothing is sent."""
-
-    rows: int
-    bad_rows: int
-    sample_prompts: list[list[dict[str, str]]] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    requests: int = 0
-    cost_usd: float | None = None
-    model: str = ""
-    # rows that will not be sent, by reject reason, with the first example of each (file:line: why)
-    unusable: dict[str, int] = field(default_factory=dict)
-    unusable_examples: dict[str, str] = field(default_factory=dict)
-
-    def _unusable(self, reason: str, example: str) -> None:
-        self.bad_rows += 1
-        self.unusable[reason] = self.unusable.get(reason, 0) + 1
-        self.unusable_examples.setdefault(reason, example)
-
-
-def plan(pipeline: Pipeline | str | Path, *, show: int = 3, **overrides: Any) -> Plan:
-    """Render a few prompts, count rows, estimate tokens and cost. Needs no API key; sends nothing."""
-    pipe = _as_pipeline(pipeline, overrides)
-    check_input_columns(pipe)
-    inp = pipe.input
-    per_request = expected_completion_tokens(pipe)
-    result = Plan(rows=0, bad_rows=0, model=pipe.provider.model)
-    for pos, row in iter_rows(inp.path, fmt=inp.format, split=inp.split, subset=inp.subset):
-        if inp.limit is not None and result.rows + result.bad_rows >= inp.limit:
-            break
-        if isinstance(row, BadRow):
-            result._unusable("bad_input", f"{inp.path}:{row.line}: {row.error}")
-            continue
-        missing = next(((v, c) for v, c in inp.fields.items() if row.get(c) in (None, "")), None)
-        if missing is not None:
-            # the same words as the reject the run would write for it
-            result._unusable("missing_field", f"{inp.path}:{pos}: input column '{missing[1]}' "
-                             f"(for {{{{ {missing[0]} }}}}) is missing or empty")
-            continue
-        result.rows += 1
-        messages = pipe.prompt.render({v: row[c] for v, c in inp.fields.items()})
-        if len(result.sample_prompts) < show:
-            result.sample_prompts.append(messages)
-        result.prompt_tokens += estimate_tokens(messages)
-        result.completion_tokens += per_request
-    result.requests = result.rows
-    price = batch_cost if pipe.provider.mode == "batch" else cost  # batch mode: pricing.batch_share of online
-    result.cost_usd = price(pipe.provider.model, pipe.pricing, result.prompt_tokens, result.completion_tokens)
-    return result
