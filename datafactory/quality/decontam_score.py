@@ -34,7 +34,7 @@ from datafactory.quality.shingle import WordRuns
 
 FEATURES = ("c3", "c2", "c1", "names", "r2", "r1")
 WEIGHTS = (0.2304, -0.0081, 0.0949, 0.1036, 0.4017, 0.1693)
-MAX_CELLS = 1 << 18  # text rows x eval items scored per numpy pass
+MAX_CELLS = 1 << 19  # text rows x eval items scored per numpy pass
 _POSTING = np.dtype([("base", "<f8"), ("item", "<i8")])
 _PER_KEY = np.dtype([("cell", "<i8"), ("term", "<f8"), ("shift", "<i8")])
 
