@@ -1,8 +1,9 @@
 """How the asyncio engine runs: which event loop, and how often the garbage collector looks at the heap.
 
 **The loop.** uvloop (libuv under asyncio's API) when it is installed — a core dependency on Linux
-(`pip install uvloop` elsewhere) — else asyncio's own. ``DATAFACTORY_LOOP`` chooses: ``auto`` (the default), ``uvloop`` (an error
-when it is missing) or ``asyncio`` (the standard loop, e.g. to rule uvloop out when debugging).
+(``pip install uvloop`` elsewhere) — else asyncio's own. ``DATAFACTORY_LOOP`` chooses: ``auto`` (the
+default), ``uvloop`` (an error when it is missing) or ``asyncio`` (the standard loop, e.g. to rule uvloop
+out when debugging).
 ``augment`` runs on the caller's loop when it is awaited (``augment_async``): that one is not changed.
 
 **The collector.** A run keeps a few hundred requests in flight; each holds ~10 coroutine frames and
