@@ -17,7 +17,7 @@ keys. The output is three flat columns per gate key (``g`` the gate's place in t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +66,8 @@ def plan_for(ordered: Sequence[Gate]) -> Plan | None:
     return plan
 
 
-def survivors(plan: Plan, outcomes: Sequence[tuple[int, Sequence[Record]]]) -> tuple[list[Record], list[int]]:
-    """The records that reach the dedup gates (not rejected before, passed ``pre``) and their ordinals."""
+def candidates(outcomes: Iterable[tuple[int, Sequence[Record]]]) -> tuple[list[Record], list[int]]:
+    """The records of ``(seq, outputs)`` pairs that no step rejected, and their ordinals."""
     records: list[Record] = []
     ords: list[int] = []
     for seq, outs in outcomes:
@@ -75,10 +75,20 @@ def survivors(plan: Plan, outcomes: Sequence[tuple[int, Sequence[Record]]]) -> t
             if not is_rejected(rec):
                 records.append(rec)
                 ords.append(ordinal(seq, i))
+    return records, ords
+
+
+def passed(records: list[Record], ords: list[int], verdicts: Sequence[object | None]) -> tuple[list[Record], list[int]]:
+    """The records (and ordinals) whose verdict is None."""
+    keep = [i for i, v in enumerate(verdicts) if v is None]
+    return [records[i] for i in keep], [ords[i] for i in keep]
+
+
+def survivors(plan: Plan, outcomes: Sequence[tuple[int, Sequence[Record]]]) -> tuple[list[Record], list[int]]:
+    """The records that reach the dedup gates (not rejected before, passed ``pre``) and their ordinals."""
+    records, ords = candidates(outcomes)
     if plan.pre and records:
-        verdicts = run_batch(plan.pre, records)
-        keep = [i for i, v in enumerate(verdicts) if v is None]
-        records, ords = [records[i] for i in keep], [ords[i] for i in keep]
+        records, ords = passed(records, ords, run_batch(plan.pre, records))
     return records, ords
 
 

@@ -39,9 +39,9 @@ import ray
 from datafactory.engine.commit import CommitBatcher
 from datafactory.engine.flow import now
 from datafactory.engine.gate_batch import run_batch
-from datafactory.engine.outcome import is_rejected, reject
+from datafactory.engine.outcome import reject
 from datafactory.engine.ray.collect import Collector
-from datafactory.engine.ray.keys import EXACT, NEAR, Plan, ordinal, with_parts
+from datafactory.engine.ray.keys import EXACT, NEAR, Plan, candidates, passed, with_parts
 from datafactory.engine.ray.worker import loads
 from datafactory.engine.stats import Stats
 from datafactory.quality.gate import Reject
@@ -230,13 +230,7 @@ class ShuffleCollector(Collector):
 
     def _decide(self, ready: list[tuple[Record, list[Record]]]) -> None:
         assert self.verdicts is not None
-        records: list[Record] = []
-        ords: list[int] = []
-        for row, outs in ready:
-            for i, rec in enumerate(outs):
-                if not is_rejected(rec):
-                    records.append(rec)
-                    ords.append(ordinal(row.meta["seq"], i))
+        records, ords = candidates((row.meta["seq"], outs) for row, outs in ready)
         if not records:
             return
         t0 = now()
@@ -247,8 +241,7 @@ class ShuffleCollector(Collector):
                 if v is not None:
                     reject(rec, "gate", v.reason, v.detail)
                     self.ordered.rejected += 1
-            keep = [i for i, v in enumerate(verdicts) if v is None]
-            records, ords = [records[i] for i in keep], [ords[i] for i in keep]
+            records, ords = passed(records, ords, verdicts)
         for rec, v in zip(records, self.verdicts.decide(records, ords), strict=True):
             if v is not None:
                 reject(rec, "gate", v.reason, v.detail)
