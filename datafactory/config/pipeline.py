@@ -352,3 +352,10 @@ def apply_overrides(pipe: Pipeline, overrides: dict[str, Any]) -> Pipeline:
     if "output" in ov:
         output = dataclasses.replace(output, dir=str(ov["output"]))
     return dataclasses.replace(pipe, input=inp, provider=prov, limits=limits, output=output)
+
+
+def as_pipeline(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> Pipeline:
+    """A Pipeline from a loaded one or a YAML path, with the caller's ``overrides`` applied."""
+    if isinstance(pipeline, Pipeline):
+        return pipeline.with_overrides(**overrides) if overrides else pipeline
+    return load_pipeline(pipeline, **overrides)

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from datafactory.config.names import SAMPLE_ROWS, check_input_columns
-from datafactory.config.pipeline import Pipeline, load_pipeline
+from datafactory.config.pipeline import Pipeline, as_pipeline
 from datafactory.engine.breaker import breaker_for
 from datafactory.engine.budget import budget_for
 from datafactory.engine.cache import Cache
@@ -41,12 +41,6 @@ from datafactory.report.timeline import record_timeline
 from datafactory.secrets import register_secret
 
 log = logging.getLogger("datafactory")
-
-
-def _as_pipeline(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> Pipeline:
-    if isinstance(pipeline, Pipeline):
-        return pipeline.with_overrides(**overrides) if overrides else pipeline
-    return load_pipeline(pipeline, **overrides)
 
 
 def count_rows(pipe: Pipeline) -> int | None:
@@ -90,7 +84,7 @@ def _preflight_input(pipe: Pipeline) -> None:
 
 def _prepare(pipeline: Pipeline | str | Path, overrides: dict[str, Any]) -> tuple[Pipeline, str]:
     """Everything checked before any work: config, API key (registered for redaction), input."""
-    pipe = _as_pipeline(pipeline, overrides)
+    pipe = as_pipeline(pipeline, overrides)
     key = api_key_for(pipe.provider)
     register_secret(key)
     try:

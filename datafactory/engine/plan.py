@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from datafactory.config.names import check_input_columns
-from datafactory.config.pipeline import Pipeline, load_pipeline
+from datafactory.config.pipeline import Pipeline, as_pipeline
 from datafactory.engine.gates import build_gates
 from datafactory.engine.requester import estimate_tokens, expected_completion_tokens
 from datafactory.io.readers import BadRow, iter_rows
@@ -48,10 +48,7 @@ class Plan:
 
 def plan(pipeline: Pipeline | str | Path, *, show: int = 3, **overrides: Any) -> Plan:
     """Render a few prompts, count rows, estimate tokens and cost. Needs no API key; sends nothing."""
-    if isinstance(pipeline, Pipeline):
-        pipe = pipeline.with_overrides(**overrides) if overrides else pipeline
-    else:
-        pipe = load_pipeline(pipeline, **overrides)
+    pipe = as_pipeline(pipeline, overrides)
     check_input_columns(pipe)
     inp = pipe.input
     step = SourceStep(inp.fields, build_gates(pipe).source)
