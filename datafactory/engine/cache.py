@@ -84,20 +84,12 @@ class Cache:
         # the reason table lives in Python (engine/reasons.py); SQLite asks it for each reject it finds,
         # so a run dir written by an older version follows today's classes
         self._db.create_function("asked_again", 1, _asked_again, deterministic=True)
-        # a fresh run dir (no response stored yet; the run-dir lock keeps other writers out): the hashes
-        # of the keys this object stored, so a look-up of any other key is a miss without a SELECT
-        # (a hash collision only costs the SELECT); None: stored responses exist, every look-up asks
-        empty = self._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is None
-        self._stored: set[int] | None = set() if empty else None
 
     def close(self) -> None:
         self._db.close()
 
     # ---------------------------------------------------------------- responses
     def get(self, key: str) -> dict[str, Any] | None:
-        stored = self._stored
-        if stored is not None and hash(key) not in stored:
-            return None
         row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
         return orjson.loads(row[0]) if row else None
 
@@ -107,8 +99,6 @@ class Cache:
                              (key, orjson.dumps(request), orjson.dumps(response), time.time()))
         except sqlite3.Error as exc:
             raise _disk_error(exc, self.path) from None
-        if self._stored is not None:
-            self._stored.add(hash(key))
 
     def put_many(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
         """``put`` each (key, request, response), all committed in one transaction (``engine/put_batch.py``)."""
@@ -124,13 +114,6 @@ class Cache:
                 raise
         except sqlite3.Error as exc:
             raise _disk_error(exc, self.path) from None
-        if self._stored is not None:
-            self._stored.update(hash(key) for key, _, _ in items)
-
-    def stored_elsewhere(self) -> None:
-        """Responses were written to this file other than by ``put``/``put_many`` (a merge): look every
-        key up from now on."""
-        self._stored = None
 
     def requests(self) -> Iterator[dict[str, Any]]:
         """Every stored request (for audits and tests: what has been paid for)."""

@@ -107,7 +107,6 @@ def merge_into(cache: Cache, run_dir: Path) -> int:
 
 def _put_many(cache: Cache, rows: list[tuple[str, bytes, bytes, float]]) -> int:
     db = cache._db  # noqa: SLF001 — one transaction for the merge; Cache has no bulk insert
-    cache.stored_elsewhere()  # these rows bypass put: the cache's fresh-run shortcut must not miss them
     before = db.total_changes
     db.execute("BEGIN")
     try:
