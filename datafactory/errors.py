@@ -25,6 +25,7 @@ Every exception class of datafactory is defined here and gets its context throug
     │   ├── NotARunDir(path)            ``report`` on a folder that holds no augment or train-eval run
     │   ├── TrainExtraMissing(missing)  torch / LLaMA-Factory / lm-eval not installed
     │   ├── RayExtraMissing             --engine ray without the ray extra installed
+    │   ├── RayWorkersNotStarted(workers, waited_s)   the cluster did not start the worker pool
     │   ├── NoCheckpoint(train_dir)     training left no checkpoint to select
     │   ├── Interrupted(what, log_path, signum)   Ctrl-C / SIGTERM stopped a child process
     │   └── ChildProcessFailed(command, returncode, log_path)
@@ -224,6 +225,15 @@ class NotARunDir(UserError):
 
 class RayExtraMissing(UserError):
     """``--engine ray`` in an environment without Ray Data (``pip install -e ".[ray]"``)."""
+
+
+class RayWorkersNotStarted(UserError):
+    """The cluster did not start the ``workers`` actors of a Ray run within ``waited_s`` seconds (too few
+    free CPUs, nodes that never joined); no row was sent."""
+
+    def __init__(self, message: str, *, workers: int, waited_s: float) -> None:
+        self.workers, self.waited_s = workers, waited_s
+        super().__init__(message)
 
 
 # ---------------------------------------------------------------- train / evaluate

@@ -129,6 +129,23 @@ def test_timeline_of_a_long_run_stays_bounded_and_keeps_its_ends(tmp_path):
     assert path.stat().st_size < 30_000
 
 
+def test_timeline_stop_moments_after_a_tick_still_records_the_last_rows(tmp_path):
+    path = tmp_path / "timeline.jsonl"
+    stats = Stats()
+    rec = TimelineRecorder(_Quiet(), path, interval_s=1.0)
+    stats.started = time.monotonic()
+    rec.start(stats)
+    stats.started = time.monotonic() - 1.5
+    stats.rows_done = 159
+    rec.update(stats)              # a tick's sample ...
+    stats.rows_done = 160          # ... the last row lands ...
+    rec.stop(stats)                # ... and the run stops within the same few milliseconds
+    points = read_timeline(path)
+    assert [p["rows_done"] for p in points] == [0, 159, 160]
+    rec.stop(stats)                # a stop with nothing new adds no sample
+    assert len(read_timeline(path)) == 3
+
+
 def test_timeline_rates_are_exact_means_and_a_last_few_ms_make_no_spike():
     samples = [{"t": float(t), "rows_done": 10 * t} for t in range(0, 1001)]
     samples.append({"t": 1000.01, "rows_done": 10_001})  # the stop sample, 10 ms after the last tick

@@ -74,10 +74,10 @@ class TimelineRecorder:
         t = time.monotonic() - stats.started
         if not force and t < self._next:
             return
-        if force and self.samples and t - self.samples[-1]["t"] < 0.05:
-            return  # stop right after a sample: nothing new to say
-        self._next = t + self.interval_s
         point = sample(stats, t)
+        if force and self.samples and t - self.samples[-1]["t"] < 0.05 and _same(point, self.samples[-1]):
+            return  # stop right after a sample that already says it all
+        self._next = t + self.interval_s
         self.samples.append(point)
         if len(self.samples) > self.max_samples:
             self.samples = self.samples[::2] if len(self.samples) % 2 else [*self.samples[:-1:2], point]
@@ -100,6 +100,11 @@ class TimelineRecorder:
             self._broken = True
             log.warning("cannot record the run's timeline in %s (%s); the report will have no timeline",
                         self.path, exc)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two samples with the same counters (their times aside)."""
+    return all(a[k] == b[k] for k in a if k != "t")
 
 
 def record_timeline(progress: Progress, run_dir: Path) -> Progress:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,12 +51,16 @@ from datafactory.engine.ray.shuffle import ShuffleCollector, parts_for
 from datafactory.engine.ray.worker import RowWorker
 from datafactory.engine.signals import routed
 from datafactory.engine.stats import Stats
-from datafactory.errors import BudgetExhausted, ConfigError, RequestsFailing, UserError
+from datafactory.errors import BudgetExhausted, ConfigError, RayWorkersNotStarted, RequestsFailing, UserError
 from datafactory.io.rundir import RunDir
 from datafactory.report.timeline import record_timeline
 
 log = logging.getLogger("datafactory")
 SHUFFLE_FROM_ROWS = 5_000_000
+# The actor pool starts in full before the first row goes out: every worker of ``--workers`` takes a share
+# (Ray Data's default hands rows to whichever actor is up first, so a short run may use one worker only).
+# A cluster that cannot start them all in this time (busy CPUs, nodes still joining) fails the run.
+WORKERS_START_S = 600
 STOPS = ("RequestsFailing", "BudgetExhausted")  # a worker stopped the run (stats.json ``stopped``)
 
 
@@ -197,6 +202,7 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, refs: list[Any], workers: in
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the output in input order: dedup decides as asyncio does
     ctx.enable_progress_bars = False
+    ctx.wait_for_min_actors_s = WORKERS_START_S
     limiter = LimiterActor.options(num_cpus=0, max_concurrency=10_000).remote(
         pipe.limits.rpm, pipe.limits.tpm, _max_completion(pipe), budget)
     cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -209,7 +215,7 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, refs: list[Any], workers: in
     t0 = time.monotonic()
     chunks = iter(out.iter_batches(batch_size=None, batch_format="numpy"))
     try:
-        for chunk in chunks:
+        for chunk in _started(chunks, workers):
             # the actor pool's start (processes, imports, gates built): what a short run mostly waits for
             stats.sections["ray"].setdefault("first_output_s", round(time.monotonic() - t0, 3))
             collect.take(chunk)
@@ -230,6 +236,17 @@ def _map(pipe: Pipeline, api_key: str, run: RunDir, refs: list[Any], workers: in
         except Exception:  # noqa: BLE001 — the report is informative; a dead actor must not fail the export
             stats.sections["ray"]["limiter"] = None
         ray.kill(limiter)
+
+
+def _started(chunks: Iterator[Any], workers: int) -> Iterator[Any]:
+    """The output batches; the pool's start timing out (``WORKERS_START_S``) as a user error."""
+    try:
+        yield from chunks
+    except ray.exceptions.GetTimeoutError as exc:
+        raise RayWorkersNotStarted(
+            f"the Ray cluster did not start {workers} workers within {WORKERS_START_S} s: fewer free CPUs than "
+            "--workers, or nodes that have not joined; pass a smaller --workers or free the cluster",
+            workers=workers, waited_s=WORKERS_START_S) from exc
 
 
 def _max_completion(pipe: Pipeline) -> int:
