@@ -20,6 +20,7 @@ of the items' denominators. How the containments are combined: :mod:`datafactory
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,10 +49,20 @@ _NUMBER_HASHES = _hashes(NUMBER_WORDS)
 _FUNCTION_HASHES = _hashes(_FUNCTION_WORDS)
 
 
+# an ASCII text's whitespace-split words that start with no capital and hold no digit, in one C pass (for
+# ASCII, ``str.isupper``/``str.isdigit`` of a character are exactly [A-Z]/[0-9]; regex ``\s`` is ``str.isspace``)
+_PLAIN_ASCII = re.compile(r"(?<!\S)[^\sA-Z0-9][^\s0-9]*(?!\S)")
+
+
+def _plain(text: str) -> str:
+    if text.isascii():
+        return " ".join(_PLAIN_ASCII.findall(text))
+    return " ".join(t for t in text.split() if not t[:1].isupper() and not any(map(str.isdigit, t)))
+
+
 def ordinary_words(texts: Sequence[str]) -> U64:
     """Sorted hashes of the words ``texts`` write not capitalised and without digits (names and numbers out)."""
-    plain = [" ".join(t for t in text.split() if not t[:1].isupper() and not any(map(str.isdigit, t)))
-             for text in texts]
+    plain = [_plain(text) for text in texts]
     words = np.unique(tokenize_batch(plain).word_hashes) if plain else np.zeros(0, np.uint64)
     words = np.union1d(words, _FUNCTION_HASHES)
     return np.setdiff1d(words, _NUMBER_HASHES, assume_unique=True)
